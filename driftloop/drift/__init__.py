@@ -1,0 +1,1 @@
+"""Drift detection on the streams of a model version, through river."""

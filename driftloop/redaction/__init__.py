@@ -1,0 +1,1 @@
+"""PII redaction with Presidio, before anything is stored."""
