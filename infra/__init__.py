@@ -1,0 +1,1 @@
+"""Services driftloop runs on: the embedded broker and Redis, topics, client factories."""

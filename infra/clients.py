@@ -1,0 +1,85 @@
+"""Kafka and Redis clients built from the settings, and the dead-letter writer."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import time
+from typing import Any
+
+import redis
+from confluent_kafka import Consumer, Message, Producer
+
+from driftloop.config import Settings
+from driftloop.infra.topics import DEAD_LETTER
+from driftloop.schemas.events import DeadLetter, encode_event
+
+logger = logging.getLogger(__name__)
+
+
+def make_producer(settings: Settings, **overrides: Any) -> Producer:
+    config = settings.kafka_client_config(**{"linger.ms": 5, "enable.idempotence": False})
+    config.update(overrides)
+    return Producer(config)
+
+
+def make_consumer(settings: Settings, group_id: str, **overrides: Any) -> Consumer:
+    """A consumer that commits only offsets the application stored after its work is done."""
+    config = settings.kafka_client_config(
+        **{
+            "group.id": group_id,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": True,
+            "enable.auto.offset.store": False,
+            "auto.commit.interval.ms": 1000,
+            "session.timeout.ms": settings.session_timeout_ms,
+            "heartbeat.interval.ms": max(100, settings.session_timeout_ms // 10),
+            "partition.assignment.strategy": "cooperative-sticky",
+        }
+    )
+    config.update(overrides)
+    return Consumer(config)
+
+
+def make_redis(settings: Settings, **overrides: Any) -> redis.Redis:
+    options: dict[str, Any] = {"socket_connect_timeout": 5.0, "socket_timeout": 10.0, "health_check_interval": 15}
+    options.update(overrides)
+    return redis.Redis.from_url(settings.redis, **options)
+
+
+def source_of(message: Message) -> str:
+    """Return a record's coordinates as ``topic[partition]@offset``."""
+    return f"{message.topic()}[{message.partition()}]@{message.offset()}"
+
+
+class DeadLetterWriter:
+    """Sends records a stage could not process to the dead-letter topic, with the reason."""
+
+    def __init__(self, settings: Settings, producer: Producer, stage: str, *, include_payload: bool) -> None:
+        self.topic = settings.topic(DEAD_LETTER)
+        self.producer = producer
+        self.stage = stage
+        # Payloads from a topic that may hold raw text are replaced by length and SHA-256.
+        self.include_payload = include_payload
+        self.count = 0
+
+    def send(self, message: Message, reason: str, error: str) -> None:
+        value = message.value() or b""
+        key = message.key()
+        letter = DeadLetter(
+            stage=self.stage,
+            reason=reason,
+            error=error,
+            source=source_of(message),
+            length=len(value),
+            sha256=hashlib.sha256(value).hexdigest(),
+            value_b64=base64.b64encode(value).decode("ascii") if self.include_payload else None,
+            key_b64=base64.b64encode(key).decode("ascii") if (key is not None and self.include_payload) else None,
+            dead_at_ms=int(time.time() * 1000),
+        )
+        self.producer.produce(self.topic, key=key if self.include_payload else None, value=encode_event(letter))
+        self.count += 1
+        logger.warning(
+            "%s: dead-lettered %s (%s, %d bytes): %s", self.stage, letter.source, reason, len(value), error
+        )

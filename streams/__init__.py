@@ -1,0 +1,1 @@
+"""Stream processing with faust-streaming: the feedback join and online metrics."""

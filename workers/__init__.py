@@ -1,0 +1,1 @@
+"""Consumer-group workers: inference, redaction and training."""
