@@ -1,0 +1,150 @@
+"""Worker heartbeats in the Redis hash ``{prefix}workers``, read by ``driftloop status``.
+
+Each field is a worker id and each value a JSON object with the served model
+version, since when it is served, the predictions made so far and the time of the
+beat. Hash fields cannot expire on Redis 6, so a reader marks a worker stale when
+its last beat is older than ``stale_after_s``. ``remove`` deletes a stopping worker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from driftloop.config import Settings
+from driftloop.errors import ServiceError
+from driftloop.infra.clients import make_redis
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_STALE_AFTER_S = 30.0
+# A beat runs in the worker's loop, so a Redis outage may delay a batch by at most this.
+HEARTBEAT_TIMEOUT_S = 1.0
+
+
+class _ServedModel(Protocol):
+    version: int
+
+
+class HeartbeatSubject(Protocol):
+    """The worker attributes a heartbeat reads, as on an ``InferenceWorker``."""
+
+    worker_id: str
+    model: _ServedModel
+    model_since: float
+    processed: int
+
+
+@dataclass(frozen=True)
+class WorkerState:
+    """A worker's last heartbeat."""
+
+    worker_id: str
+    model_version: int
+    model_since: float
+    processed: int
+    beat_at: float
+    stale: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "worker_id": self.worker_id,
+            "model_version": self.model_version,
+            "model_since": self.model_since,
+            "processed": self.processed,
+            "beat_at": self.beat_at,
+            "stale": self.stale,
+        }
+
+
+def workers_key(prefix: str) -> str:
+    return f"{prefix}workers"
+
+
+class WorkerHeartbeat:
+    """Writer of a worker's state to ``{prefix}workers``.
+
+    A heartbeat is reporting only, so a failed write is logged and not raised, and a
+    Redis outage does not stop the worker. Repeated failures are logged once until a
+    write succeeds again.
+    """
+
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
+        self._redis = client
+        self.key = workers_key(prefix)
+        self._failing = False
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> WorkerHeartbeat:
+        """Build a heartbeat with its own Redis client that fails fast instead of retrying."""
+        client = make_redis(
+            settings,
+            socket_timeout=HEARTBEAT_TIMEOUT_S,
+            socket_connect_timeout=HEARTBEAT_TIMEOUT_S,
+            retry=Retry(NoBackoff(), 0),
+        )
+        return cls(client, settings.topic_prefix)
+
+    def beat(self, worker: HeartbeatSubject) -> None:
+        value = {
+            "model_version": worker.model.version,
+            "model_since": worker.model_since,
+            "processed": worker.processed,
+            "beat_at": time.time(),
+        }
+        self._write(worker.worker_id, lambda: self._redis.hset(self.key, worker.worker_id, json.dumps(value)))
+
+    def remove(self, worker: HeartbeatSubject) -> None:
+        self._write(worker.worker_id, lambda: self._redis.hdel(self.key, worker.worker_id))
+
+    def _write(self, worker_id: str, operation) -> None:
+        try:
+            operation()
+        except redis.RedisError as exc:
+            if not self._failing:
+                logger.warning("heartbeat of worker %s not written to %s: %s", worker_id, self.key, exc)
+            self._failing = True
+            return
+        if self._failing:
+            logger.info("heartbeat of worker %s written again", worker_id)
+        self._failing = False
+
+
+def read_workers(client: redis.Redis, prefix: str, *, stale_after_s: float = DEFAULT_STALE_AFTER_S) -> list[WorkerState]:
+    """Return the last heartbeat of every worker, sorted by worker id.
+
+    Entries that are not valid JSON are skipped with a warning. Raises ServiceError
+    when Redis cannot be read.
+    """
+    key = workers_key(prefix)
+    try:
+        raw = client.hgetall(key)
+    except redis.RedisError as exc:
+        raise ServiceError(f"could not read worker heartbeats from {key}: {exc}") from exc
+    now = time.time()
+    workers = []
+    for field, value in raw.items():
+        worker_id = field.decode("utf-8") if isinstance(field, bytes) else field
+        try:
+            data = json.loads(value)
+            beat_at = float(data["beat_at"])
+            workers.append(
+                WorkerState(
+                    worker_id=worker_id,
+                    model_version=int(data["model_version"]),
+                    model_since=float(data["model_since"]),
+                    processed=int(data["processed"]),
+                    beat_at=beat_at,
+                    stale=now - beat_at > stale_after_s,
+                )
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            logger.warning("skipping invalid heartbeat of worker %s in %s: %s", worker_id, key, exc)
+    return sorted(workers, key=lambda worker: worker.worker_id)
