@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 
 from driftloop.drift import (
+    DriftEvent,
     DriftMonitor,
     DriftSettings,
     InMemoryJobLock,
@@ -35,6 +36,13 @@ def error_example(position: int, error: int) -> MonitoredExample:
     return MonitoredExample(error=bool(error), event_time=START_TIME + timedelta(seconds=position))
 
 
+def feed_errors(monitor: DriftMonitor, errors: list[int]) -> list[DriftEvent]:
+    events = []
+    for position, error in enumerate(errors):
+        events.extend(monitor.update(error_example(position, error)))
+    return events
+
+
 @pytest.mark.parametrize("value", [0, 1])
 @pytest.mark.parametrize("name", ["adwin", "ddm"])
 def test_constant_error_raises_no_alarm(name, value):
@@ -50,7 +58,7 @@ def test_constant_error_raises_no_alarm(name, value):
 def test_error_step_alarm_positions():
     monitor = DriftMonitor(DriftSettings(detectors=ERROR_DETECTORS), model_version=1)
 
-    events = [event for position, error in enumerate(STEP_ERRORS) for event in monitor.update(error_example(position, error))]
+    events = feed_errors(monitor, STEP_ERRORS)
     first_alarm = {}
     for event in events:
         first_alarm.setdefault(event.detector, event.position)
@@ -171,7 +179,7 @@ def test_monitored_example_from_event():
 def test_drift_event_fields():
     monitor = DriftMonitor(DriftSettings(detectors=ERROR_DETECTORS[:1]), model_version=7)
 
-    events = [event for position, error in enumerate(STEP_ERRORS) for event in monitor.update(error_example(position, error))]
+    events = feed_errors(monitor, STEP_ERRORS)
 
     event = events[0]
     assert (event.detector, event.signal, event.position, event.model_version) == ("adwin", "error", 1055, 7)

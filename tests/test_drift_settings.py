@@ -42,7 +42,8 @@ def test_settings_are_frozen():
         ),
         pytest.param(
             {"detectors": [{"name": "adwin", "signal": "error", "params": {"delta": 0}}]},
-            r"detectors\.0\.params\n.*invalid parameters for detector 'adwin': delta: Input should be greater than 0, got 0",
+            r"detectors\.0\.params\n.*invalid parameters for detector 'adwin': "
+            r"delta: Input should be greater than 0, got 0",
             id="adwin-delta",
         ),
         pytest.param(
@@ -150,7 +151,10 @@ def test_load_settings_reads_drift_yaml(tmp_path, monkeypatch):
     assert settings.drift.trigger.cooldown_examples == 2000
 
 
-@pytest.mark.parametrize(("mode", "layers", "expected"), [("head", 2, 0), ("top_layers", 2, 2), ("top_layers", 9, 6), ("all", 2, 6)])
+@pytest.mark.parametrize(
+    ("mode", "layers", "expected"),
+    [("head", 2, 0), ("top_layers", 2, 2), ("top_layers", 9, 6), ("all", 2, 6)],
+)
 def test_training_train_layers(mode, layers, expected):
     assert TrainingSettings(mode=mode, layers=layers).train_layers(encoder_layers=6) == expected
 

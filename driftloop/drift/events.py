@@ -33,7 +33,9 @@ class Episode(_Model):
     first_time: AwareDatetime
     last_time: AwareDatetime
     n_alarms: int = Field(ge=1)
-    detectors: tuple[str, ...] = Field(description="'detector on signal' of the alarms, each once, in order of first alarm")
+    detectors: tuple[str, ...] = Field(
+        description="'detector on signal' of the alarms, each once, in order of first alarm"
+    )
 
     def summary(self) -> str:
         """Describe the episode in one line for logs and job reasons."""

@@ -21,7 +21,10 @@ logger = logging.getLogger(__name__)
 
 
 class SignalDetector(Protocol):
-    """Interface that the monitor reads from every detector. :class:`RiverDetector` and :class:`LabelShiftTest` implement it."""
+    """Interface that the monitor reads from every detector.
+
+    :class:`RiverDetector` and :class:`LabelShiftTest` implement it.
+    """
 
     def update(self, x, /) -> SignalDetector: ...
 

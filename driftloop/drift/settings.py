@@ -221,10 +221,14 @@ class TriggerSettings(_Frozen):
     """When drift alarms start a training job."""
 
     cooldown_examples: int | None = Field(
-        2000, ge=1, description="Alarms up to this many examples after an episode's first alarm join it; None turns it off"
+        2000,
+        ge=1,
+        description="Alarms up to this many examples after an episode's first alarm join it; None turns it off",
     )
     cooldown_s: float | None = Field(
-        900.0, gt=0, description="Alarms up to this many seconds after an episode's first alarm join it; None turns it off"
+        900.0,
+        gt=0,
+        description="Alarms up to this many seconds after an episode's first alarm join it; None turns it off",
     )
     min_labelled_examples: int = Field(
         500, ge=1, description="Labelled examples needed since the model version started and since the last job"
