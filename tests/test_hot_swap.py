@@ -18,11 +18,11 @@ from pathlib import Path
 
 import psutil
 import pytest
-import redis
 import torch
 from safetensors.torch import load_file, save_file
 
 from driftloop.config import Settings
+from driftloop.errors import ArtifactError, RegistryError
 from driftloop.infra.clients import make_redis
 from driftloop.infra.stack import free_port, redis_reachable, resolve_redis_binary
 from driftloop.infra.topics import AUDIT, create_topics
@@ -115,12 +115,31 @@ def test_source_serves_champion_at_start(registry: ModelRegistry, artifacts, sou
 
 
 def test_source_without_champion_raises(registry: ModelRegistry, artifacts, source_factory) -> None:
-    from driftloop.errors import RegistryError
-
     registry.register(artifacts[0])
 
     with pytest.raises(RegistryError, match="has no champion; promote a version"):
         source_factory()
+
+
+def test_source_damaged_champion_raises(registry: ModelRegistry, artifacts, source_factory) -> None:
+    record = registry.register(artifacts[0])
+    registry.promote(1, "first")
+    with (record.path / WEIGHTS_FILE).open("ab") as handle:
+        handle.write(b"\0")
+
+    with pytest.raises(ArtifactError, match="version 1: SHA-256 of .* the registry expects"):
+        source_factory()
+
+
+def test_source_close_releases_models(registry: ModelRegistry, artifacts, settings: Settings) -> None:
+    registry.register(artifacts[0])
+    registry.promote(1, "first")
+    source = RegistryModelSource(settings, device="cpu")
+    model = source.current()
+
+    source.close()
+
+    assert model.classifier is None
 
 
 def test_source_follows_promotion_and_rollback(registry: ModelRegistry, artifacts, source_factory) -> None:

@@ -107,8 +107,13 @@ class RegistryModelSource:
         self._connected = True
         self._last_error: str | None = None
 
-        record = self._read_champion_or_raise()
-        self._current = self._load(record)
+        try:
+            record = self._read_champion_or_raise()
+            self._current = self._load(record)
+        except (RegistryError, ServiceError, ArtifactError):
+            if self._owns_redis:
+                self._redis.close()
+            raise
         self._served_since = time.time()
         logger.info("model source serving champion version %d from %s", record.version, record.path)
         self._thread = threading.Thread(target=self._watch, name=f"registry-source-{settings.topic_prefix}", daemon=True)
