@@ -134,7 +134,7 @@ def test_source_damaged_champion_raises(registry: ModelRegistry, artifacts, sour
 def test_source_close_releases_models(registry: ModelRegistry, artifacts, settings: Settings) -> None:
     registry.register(artifacts[0])
     registry.promote(1, "first")
-    source = RegistryModelSource(settings, device="cpu")
+    source = RegistryModelSource(settings, device=torch.device("cpu"))
     model = source.current()
 
     source.close()

@@ -509,24 +509,24 @@ def test_heartbeat_written_and_removed(settings: Settings, redis_client) -> None
     heartbeat.remove(worker)
 
     assert len(workers) == 1
-    assert workers[0].worker_id == "host-1-ab12"
-    assert workers[0].model_version == 3
-    assert workers[0].model_since == 1700000000.0
-    assert workers[0].processed == 42
-    assert workers[0].stale is False
+    assert workers[0]["worker_id"] == "host-1-ab12"
+    assert workers[0]["version"] == 3
+    assert workers[0]["since"] == 1700000000.0
+    assert workers[0]["processed"] == 42
+    assert workers[0]["stale"] is False
     assert read_workers(redis_client, settings.topic_prefix) == []
 
 
 def test_heartbeat_marks_stale_workers(settings: Settings, redis_client) -> None:
     beat_at = time.time() - 120
-    value = {"model_version": 1, "model_since": beat_at, "processed": 0, "beat_at": beat_at}
+    value = {"version": 1, "since": beat_at, "processed": 0, "beat_at": beat_at}
     redis_client.hset(f"{settings.topic_prefix}workers", "gone-worker", json.dumps(value))
     redis_client.hset(f"{settings.topic_prefix}workers", "garbled-worker", "not json")
 
     workers = read_workers(redis_client, settings.topic_prefix, stale_after_s=30)
 
-    assert [worker.worker_id for worker in workers] == ["gone-worker"]
-    assert workers[0].stale is True
+    assert [worker["worker_id"] for worker in workers] == ["gone-worker"]
+    assert workers[0]["stale"] is True
 
 
 def test_heartbeat_survives_redis_outage(settings: Settings) -> None:

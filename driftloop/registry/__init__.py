@@ -17,7 +17,6 @@ _EXPORTS = {
     "decide": "driftloop.registry.guardrail",
     "run_guardrail": "driftloop.registry.guardrail",
     "WorkerHeartbeat": "driftloop.registry.heartbeat",
-    "WorkerState": "driftloop.registry.heartbeat",
     "read_workers": "driftloop.registry.heartbeat",
     "ChampionChange": "driftloop.registry.records",
     "ModelVersion": "driftloop.registry.records",

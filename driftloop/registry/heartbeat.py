@@ -1,8 +1,8 @@
 """Worker heartbeats in the Redis hash ``{prefix}workers``, read by ``driftloop status``.
 
-Each field is a worker id and each value a JSON object with the served model
-version, since when it is served, the predictions made so far and the time of the
-beat. Hash fields cannot expire on Redis 6, so a reader marks a worker stale when
+Each field is a worker id and each value a JSON object: ``version`` (the served
+model version), ``since`` (Unix time it was swapped in), ``processed`` (predictions
+made so far) and ``beat_at`` (Unix time of the beat). Hash fields cannot expire on Redis 6, so a reader marks a worker stale when
 its last beat is older than ``stale_after_s``. ``remove`` deletes a stopping worker.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import redis
@@ -40,28 +39,6 @@ class HeartbeatSubject(Protocol):
     model: _ServedModel
     model_since: float
     processed: int
-
-
-@dataclass(frozen=True)
-class WorkerState:
-    """A worker's last heartbeat."""
-
-    worker_id: str
-    model_version: int
-    model_since: float
-    processed: int
-    beat_at: float
-    stale: bool
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "worker_id": self.worker_id,
-            "model_version": self.model_version,
-            "model_since": self.model_since,
-            "processed": self.processed,
-            "beat_at": self.beat_at,
-            "stale": self.stale,
-        }
 
 
 def workers_key(prefix: str) -> str:
@@ -94,8 +71,8 @@ class WorkerHeartbeat:
 
     def beat(self, worker: HeartbeatSubject) -> None:
         value = {
-            "model_version": worker.model.version,
-            "model_since": worker.model_since,
+            "version": worker.model.version,
+            "since": worker.model_since,
             "processed": worker.processed,
             "beat_at": time.time(),
         }
@@ -117,11 +94,12 @@ class WorkerHeartbeat:
         self._failing = False
 
 
-def read_workers(client: redis.Redis, prefix: str, *, stale_after_s: float = DEFAULT_STALE_AFTER_S) -> list[WorkerState]:
-    """Return the last heartbeat of every worker, sorted by worker id.
+def read_workers(client: redis.Redis, prefix: str, *, stale_after_s: float = DEFAULT_STALE_AFTER_S) -> list[dict[str, Any]]:
+    """Return the last heartbeat of every worker as a JSON-ready dict, sorted by worker id.
 
-    Entries that are not valid JSON are skipped with a warning. Raises ServiceError
-    when Redis cannot be read.
+    Each dict has ``worker_id``, ``version``, ``since``, ``processed``, ``beat_at`` and
+    ``stale``. Entries that are not valid JSON are skipped with a warning. Raises
+    ServiceError when Redis cannot be read.
     """
     key = workers_key(prefix)
     try:
@@ -136,15 +114,15 @@ def read_workers(client: redis.Redis, prefix: str, *, stale_after_s: float = DEF
             data = json.loads(value)
             beat_at = float(data["beat_at"])
             workers.append(
-                WorkerState(
-                    worker_id=worker_id,
-                    model_version=int(data["model_version"]),
-                    model_since=float(data["model_since"]),
-                    processed=int(data["processed"]),
-                    beat_at=beat_at,
-                    stale=now - beat_at > stale_after_s,
-                )
+                {
+                    "worker_id": worker_id,
+                    "version": int(data["version"]),
+                    "since": float(data["since"]),
+                    "processed": int(data["processed"]),
+                    "beat_at": beat_at,
+                    "stale": now - beat_at > stale_after_s,
+                }
             )
         except (ValueError, KeyError, TypeError) as exc:
             logger.warning("skipping invalid heartbeat of worker %s in %s: %s", worker_id, key, exc)
-    return sorted(workers, key=lambda worker: worker.worker_id)
+    return sorted(workers, key=lambda worker: worker["worker_id"])

@@ -81,7 +81,7 @@ class RegistryModelSource:
         redis_client: redis.Redis | None = None,
         reconcile_interval_s: float = DEFAULT_RECONCILE_INTERVAL_S,
         retry_failed_after_s: float = DEFAULT_RETRY_FAILED_AFTER_S,
-        device: str | None = None,
+        device: str | torch.device | None = None,
         precision: str | None = None,
     ) -> None:
         if reconcile_interval_s <= 0:
@@ -93,7 +93,7 @@ class RegistryModelSource:
         self._owns_redis = redis_client is None
         self.reconcile_interval_s = reconcile_interval_s
         self.retry_failed_after_s = retry_failed_after_s
-        self._device = select_device(device or settings.device)
+        self._device = device if isinstance(device, torch.device) else select_device(device or settings.device)
         self._precision = precision or settings.precision
 
         self._lock = threading.Lock()
