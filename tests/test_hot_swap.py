@@ -260,6 +260,28 @@ def test_weights_of_other_shape_rejected(registry, artifacts, source_factory, tm
     assert "do not fit the architecture" in failure.reason
 
 
+def test_champion_without_record_keeps_serving(registry, artifacts, source_factory) -> None:
+    registry.register(artifacts[0])
+    registry.register(artifacts[1])
+    registry.promote(1, "good")
+    source = source_factory(reconcile_interval_s=0.2)
+    client = make_redis(registry.settings)
+    # Injected inconsistency: a champion key that no registry operation would write.
+    client.set(registry.keys.champion, 9)
+
+    error = wait_for(lambda: source.status().last_error, "the source to report the missing record")
+    still_served = source.current().version
+    nothing_ready = source.poll()
+    client.set(registry.keys.champion, 1)
+    client.close()
+    registry.promote(2, "recovered")
+
+    assert "names version 9, which has no record" in error
+    assert still_served == 1
+    assert nothing_ready is None
+    assert poll_until_swapped(source, 2).version == 2
+
+
 def test_failed_version_not_retried_at_once(registry, artifacts, source_factory) -> None:
     registry.register(artifacts[0])
     registry.promote(1, "good")

@@ -194,6 +194,19 @@ class RegistryModelSource:
     # Background thread.
 
     def _watch(self) -> None:
+        """Run the background loop until close(), restarting it after an unexpected error."""
+        while not self._stop.is_set():
+            try:
+                self._follow_champion()
+            # Anything unexpected is logged and the loop restarts, because a dead thread
+            # would leave the worker on its current version without a sign.
+            except Exception as exc:  # noqa: BLE001
+                logger.exception("model source loop failed; restarting it in %.0f s", MAX_MESSAGE_WAIT_S)
+                with self._lock:
+                    self._last_error = f"background loop failed: {type(exc).__name__}: {exc}"
+                self._stop.wait(MAX_MESSAGE_WAIT_S)
+
+    def _follow_champion(self) -> None:
         """Wait for champion messages, reconcile on (re)connect and every interval, load and release."""
         pubsub: redis.client.PubSub | None = None
         next_check = time.monotonic() + self.reconcile_interval_s
@@ -237,8 +250,12 @@ class RegistryModelSource:
         """Read the champion pointer and start loading it if it is neither served nor ready."""
         try:
             record = self._read_champion()
-        except (ServiceError, RegistryError) as exc:
+        except ServiceError as exc:
             self._set_disconnected(str(exc))
+            return
+        except RegistryError as exc:
+            self._set_connected()
+            self._report_registry_error(str(exc))
             return
         self._set_connected()
         if record is None:
@@ -322,11 +339,14 @@ class RegistryModelSource:
                     self._champion_version = None
                     self._champion_read_at = time.time()
                 return None
-            raw = self._redis.hgetall(self._keys.version(int(number)))
+            version = int(number)
+            raw = self._redis.hgetall(self._keys.version(version))
         except (redis.RedisError, OSError) as exc:
             raise ServiceError(f"could not read the champion from Redis: {exc}") from exc
+        except ValueError as exc:
+            raise RegistryError(f"champion key {self._keys.champion} contains {number!r}, not a version number") from exc
         if not raw:
-            raise RegistryError(f"champion pointer names version {int(number)}, which has no record")
+            raise RegistryError(f"champion key {self._keys.champion} names version {version}, which has no record")
         record = ModelVersion.from_hash(raw)
         with self._lock:
             self._champion_version = record.version
@@ -351,6 +371,13 @@ class RegistryModelSource:
             self._last_error = reason
         if was_connected:
             logger.warning("model source lost Redis, serving version %d until it is back: %s", self.served_version, reason)
+
+    def _report_registry_error(self, reason: str) -> None:
+        with self._lock:
+            repeated = self._last_error == reason
+            self._last_error = reason
+        if not repeated:
+            logger.error("model source cannot follow the champion, still serving version %d: %s", self.served_version, reason)
 
     def _set_connected(self) -> None:
         with self._lock:
