@@ -88,7 +88,7 @@ class RegistryModelSource:
             raise ValueError(f"reconcile_interval_s must be positive, got {reconcile_interval_s}")
         self._keys = RegistryKeys(settings.topic_prefix)
         # Without redis-py's own retries a lost connection raises at once, so the
-        # background thread sees the reconnect and reads the champion then.
+        # background thread detects the reconnect and reads the champion then.
         self._redis = redis_client or make_redis(settings, retry=Retry(NoBackoff(), 0))
         self._owns_redis = redis_client is None
         self.reconcile_interval_s = reconcile_interval_s
