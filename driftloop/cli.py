@@ -16,6 +16,8 @@ from driftloop.errors import DriftloopError
 
 COMMAND_MODULES = (
     "driftloop.commands",
+    "driftloop.demo",
+    "driftloop.registry.cli",
 )
 
 

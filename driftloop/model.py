@@ -301,7 +301,7 @@ def load_artifact(
     except (SafetensorError, OSError) as exc:
         raise ArtifactError(f"version {version}: {weights} is not a readable safetensors file: {exc}") from exc
 
-    classifier = _build_classifier(metadata, path)
+    classifier = _build_classifier(metadata, path, with_pooler=any(".pooler." in name for name in state))
     try:
         classifier.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -315,10 +315,15 @@ def load_artifact(
     )
 
 
-def _build_classifier(metadata: ModelMetadata, path: Path) -> TextClassifier:
+def _build_classifier(metadata: ModelMetadata, path: Path, *, with_pooler: bool) -> TextClassifier:
+    # Mean pooling does not use a BERT-style pooler; build one only if the weights have it.
+    options = {} if with_pooler else {"add_pooling_layer": False}
     try:
         config = AutoConfig.for_model(**metadata.encoder_config)
-        encoder = AutoModel.from_config(config)
+        try:
+            encoder = AutoModel.from_config(config, **options)
+        except TypeError:
+            encoder = AutoModel.from_config(config)
     except (KeyError, ValueError, TypeError) as exc:
         raise ArtifactError(f"{path}: encoder_config in {METADATA_FILE} is invalid: {exc}") from exc
     return TextClassifier(encoder, num_labels=len(metadata.labels))

@@ -38,7 +38,7 @@ def create_app(settings: Settings) -> faust.App:
     source = app.topic(predictions_topic, settings.topic(FEEDBACK), key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     examples = app.topic(settings.topic(EXAMPLES), key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     metrics_topic = app.topic(settings.topic(METRICS), key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
-    pending = app.Table("pending", default=None, partitions=settings.partitions, key_type=str, value_serializer="json")
+    pending = app.Table("pending", default=None, partitions=settings.partitions, key_type=str)
 
     accumulator = MetricsAccumulator(settings.topic_prefix, settings.group_attribute)
     state = JoinState(pending, accumulator, settings.join_ttl_s)
