@@ -12,6 +12,7 @@ from driftloop.redaction.cli import add_commands
 from driftloop.redaction.evaluate import PRESIDIO_DEFAULT, STAGE, analyze_with_presidio, evaluate, render_table, score
 from driftloop.redaction.labelled import GoldSpan, read_conll, read_presidio_json
 from driftloop.redaction.redactor import Redactor
+from driftloop.redaction.scan import scan_texts
 from driftloop.redaction.settings import RedactionSettings
 
 # Texts of the PII set kept for the recall test: the first ones (mostly names and places),
@@ -138,3 +139,14 @@ def test_pii_evaluate_rejects_bad_limit(capsys):
         parser.parse_args(["pii", "evaluate", "--data", "x.json", "--limit", "0"])
 
     assert "expected a positive integer, got 0" in capsys.readouterr().err
+
+
+def test_scan_with_presidio_analyzer(default_analyzer):
+    texts = ["Mail ana@example.com today", "Nothing to report"]
+
+    report = scan_texts(default_analyzer, texts, known_values=["ana@example.com"])
+
+    assert report["texts_with_pii"] == 1
+    assert report["entity_counts"]["EMAIL_ADDRESS"] == 1
+    assert report["known_values"]["detected"] == 1
+    assert "ana@" not in repr(report)
