@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "driftloop.commands",
     "driftloop.demo",
     "driftloop.registry.cli",
+    "driftloop.redaction.cli",
 )
 
 

@@ -110,6 +110,7 @@ def run_demo(base: Settings, args: argparse.Namespace) -> dict[str, Any]:
 
         run = DemoRun(settings, run_dir, stream_rows, _redacted([row.text for row in stream_rows], redact))
         processes = _start_processes(settings, run_dir, args.workers)
+        _wait_for_workers(settings, processes, args.workers, run_dir)
         started = time.time()
         monitor = _Monitor(settings, run, live_view=not args.no_live and sys.stdout.isatty(), processes=processes)
         try:
@@ -176,6 +177,25 @@ def _start_processes(settings: Settings, run_dir: Path, workers: int):
         command = ["worker", "inference", "--worker-id", f"demo-worker-{index}"]
         processes.append(spawn_driftloop(command, config, run_dir / f"worker-{index}.log"))
     return processes
+
+
+def _wait_for_workers(settings: Settings, processes, count: int, run_dir: Path, timeout: float = 120.0) -> None:
+    """Wait until ``count`` workers report and together own every requests partition."""
+    from driftloop.infra.clients import make_redis
+    from driftloop.registry.heartbeat import read_workers
+
+    client = make_redis(settings)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for process in processes:
+            if process.poll() is not None:
+                raise DriftloopError(f"pipeline process exited with code {process.returncode} during start-up; see the logs in {run_dir}")
+        workers = [w for w in read_workers(client, settings.topic_prefix) if not w["stale"]]
+        owned = {p for worker in workers for p in worker["partitions"]}
+        if len(workers) >= count and len(owned) >= settings.partitions:
+            return
+        time.sleep(0.2)
+    logger.warning("workers did not own every partition within %.0f s; streaming anyway", timeout)
 
 
 def _stream(run: DemoRun, args: argparse.Namespace, monitor: _Monitor) -> None:

@@ -20,7 +20,9 @@ logger = logging.getLogger(__name__)
 
 def make_producer(settings: Settings, **overrides: Any) -> Producer:
     """A producer with driftloop's defaults, then ``kafka_config``, then ``overrides``."""
-    config: dict[str, Any] = {"linger.ms": 5}
+    # librdkafka's default of 1,000,000 bytes rejects a 1 MB text once wrapped in JSON;
+    # the broker's own limit (Kafka: message.max.bytes, 1 MiB by default) still applies.
+    config: dict[str, Any] = {"linger.ms": 5, "message.max.bytes": 4 * 1024 * 1024}
     config.update(settings.kafka_client_config())
     config.update(overrides)
     return Producer(config)

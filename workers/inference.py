@@ -77,6 +77,7 @@ class InferenceWorker:
         self._stop = threading.Event()
         self._last_lag_check = 0.0
         self._delivery_errors: list[KafkaError] = []
+        self.assigned_partitions: set[int] = set()
         self.metrics.model_version.set(self.model.version)
         self.metrics.model_since.set(self.model_since)
 
@@ -87,7 +88,7 @@ class InferenceWorker:
         self._stop.set()
 
     def run(self, max_batches: int | None = None) -> None:
-        self.consumer.subscribe([self.requests_topic])
+        self.consumer.subscribe([self.requests_topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
         logger.info("worker %s serving version %d from %s (group %s)", self.worker_id, self.model.version, self.requests_topic, self.group_id)
         batches = 0
         try:
@@ -100,6 +101,18 @@ class InferenceWorker:
                 self._report()
         finally:
             self._shutdown()
+
+    # Rebalance callbacks, called from inside consume().
+
+    def _on_assign(self, consumer, partitions: list[TopicPartition]) -> None:
+        self.assigned_partitions.update(p.partition for p in partitions)
+        logger.info("worker %s assigned %s", self.worker_id, sorted(self.assigned_partitions))
+        self._last_lag_check = 0.0  # report the new assignment at the next step
+
+    def _on_revoke(self, consumer, partitions: list[TopicPartition]) -> None:
+        self.assigned_partitions.difference_update(p.partition for p in partitions)
+        logger.info("worker %s revoked %s", self.worker_id, sorted(p.partition for p in partitions))
+        self._last_lag_check = 0.0
 
     # Steps of the loop.
 

@@ -2,7 +2,7 @@
 
 Each field is a worker id and each value a JSON object: ``version`` (the served
 model version), ``since`` (Unix time it was swapped in), ``processed`` (predictions
-made so far) and ``beat_at`` (Unix time of the beat). Hash fields cannot expire on Redis 6, so a reader marks a worker stale when
+made so far), ``partitions`` (assigned partitions) and ``beat_at`` (Unix time of the beat). Hash fields cannot expire on Redis 6, so a reader marks a worker stale when
 its last beat is older than ``stale_after_s``. ``remove`` deletes a stopping worker.
 """
 
@@ -74,6 +74,7 @@ class WorkerHeartbeat:
             "version": worker.model.version,
             "since": worker.model_since,
             "processed": worker.processed,
+            "partitions": sorted(getattr(worker, "assigned_partitions", ())),
             "beat_at": time.time(),
         }
         self._write(worker.worker_id, lambda: self._redis.hset(self.key, worker.worker_id, json.dumps(value)))
@@ -97,8 +98,8 @@ class WorkerHeartbeat:
 def read_workers(client: redis.Redis, prefix: str, *, stale_after_s: float = DEFAULT_STALE_AFTER_S) -> list[dict[str, Any]]:
     """Return the last heartbeat of every worker as a JSON-ready dict, sorted by worker id.
 
-    Each dict has ``worker_id``, ``version``, ``since``, ``processed``, ``beat_at`` and
-    ``stale``. Entries that are not valid JSON are skipped with a warning. Raises
+    Each dict has ``worker_id``, ``version``, ``since``, ``processed``, ``partitions``
+    (the assigned partitions of the requests topic), ``beat_at`` and ``stale``. Entries that are not valid JSON are skipped with a warning. Raises
     ServiceError when Redis cannot be read.
     """
     key = workers_key(prefix)
@@ -119,6 +120,7 @@ def read_workers(client: redis.Redis, prefix: str, *, stale_after_s: float = DEF
                     "version": int(data["version"]),
                     "since": float(data["since"]),
                     "processed": int(data["processed"]),
+                    "partitions": list(data.get("partitions", [])),
                     "beat_at": beat_at,
                     "stale": now - beat_at > stale_after_s,
                 }
