@@ -67,7 +67,7 @@ def create_initial_model(
         "labels": len(model.labels),
         "train_rows": len(train_rows),
         "held_out_rows": len(held_out),
-        "held_out_accuracy": offline_accuracy(model, held_out, settings.batch_size),
+        "held_out_accuracy": offline_accuracy(model, held_out, settings.forward_batch_size),
     }
     if register:
         report["version"] = register_initial(settings, out, report)

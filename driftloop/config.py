@@ -66,7 +66,11 @@ class Settings(BaseSettings):
     shutdown_timeout_s: float = Field(10.0, gt=0)
 
     # Inference.
-    batch_size: int = Field(64, ge=1, le=4096)
+    # Large micro-batches let the length sort remove most padding: on 2 CPU cores the
+    # worker reached 0.73x the model-only rate at 256 and 0.89x at 1024 (MiniLM, banking77).
+    batch_size: int = Field(1024, ge=1, le=8192, description="Maximum requests per micro-batch")
+    forward_batch_size: int = Field(64, ge=1, le=4096, description="Maximum texts per forward pass")
+    max_batch_tokens: int = Field(0, ge=0, description="Padded tokens per forward pass; 0: forward_batch_size x 32")
     max_batch_wait_ms: int = Field(20, ge=0)
     max_length: int = Field(128, ge=8, le=4096, description="Tokens per text after truncation")
     device: Literal["auto", "cpu", "cuda"] = "auto"

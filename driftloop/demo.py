@@ -120,9 +120,9 @@ def run_demo(base: Settings, args: argparse.Namespace) -> dict[str, Any]:
             monitor.close()
         elapsed = time.time() - started
 
-        offline_all = offline_accuracy(model, [LabelledText(t, r.label) for t, r in zip(run.texts, stream_rows, strict=True)], settings.batch_size)
+        offline_all = offline_accuracy(model, [LabelledText(t, r.label) for t, r in zip(run.texts, stream_rows, strict=True)], settings.forward_batch_size)
         feedback_rows = [LabelledText(t, r.label) for t, r, rid in zip(run.texts, stream_rows, run.request_ids, strict=True) if rid in run.feedback_ids]
-        offline_feedback = offline_accuracy(model, feedback_rows, settings.batch_size)
+        offline_feedback = offline_accuracy(model, feedback_rows, settings.forward_batch_size)
         return monitor.summary(elapsed, offline_all, offline_feedback, version, args)
     finally:
         from driftloop.testing.services import stop_process

@@ -188,13 +188,13 @@ class ServingModel:
                 clipped, padding=True, truncation=True, max_length=limit, return_tensors="pt"
             )
 
-    def token_lengths(self, texts: Sequence[str]) -> list[int]:
-        """Return each text's token count after truncation, for length bucketing."""
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Return each text's token ids after truncation, without padding."""
         limit = self.metadata.max_length
         clipped = [text[: limit * CHARS_PER_TOKEN_BOUND] for text in texts]
         with self._tokenizer_lock:
             encoded = self.tokenizer(clipped, truncation=True, max_length=limit, add_special_tokens=True)
-        return [len(ids) for ids in encoded["input_ids"]]
+        return list(encoded["input_ids"])
 
     # Inference.
 
@@ -206,18 +206,34 @@ class ServingModel:
 
     def logits(self, texts: Sequence[str]) -> torch.Tensor:
         batch = self.tokenize(texts)
+        return self._forward(batch["input_ids"], batch["attention_mask"])
+
+    def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode(), self._autocast():
             output = self.classifier(
-                batch["input_ids"].to(self.device, non_blocking=True),
-                batch["attention_mask"].to(self.device, non_blocking=True),
+                input_ids.to(self.device, non_blocking=True),
+                attention_mask.to(self.device, non_blocking=True),
             )
         return output.float().cpu()
+
+    def _padded(self, sequences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(ids) for ids in sequences)
+        pad_id = self.tokenizer.pad_token_id or 0
+        input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for row, ids in enumerate(sequences):
+            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, : len(ids)] = 1
+        return input_ids, attention_mask
 
     def predict(self, texts: Sequence[str]) -> list[LabelScore]:
         """Classify one padded batch of texts."""
         if not texts:
             return []
-        probabilities = torch.softmax(self.logits(texts), dim=-1)
+        return self._scores(self.logits(texts))
+
+    def _scores(self, logits: torch.Tensor) -> list[LabelScore]:
+        probabilities = torch.softmax(logits, dim=-1)
         top = torch.topk(probabilities, k=min(TOP_SCORES, probabilities.shape[1]), dim=-1)
         results = []
         for values, indices in zip(top.values.tolist(), top.indices.tolist(), strict=True):
@@ -225,16 +241,22 @@ class ServingModel:
             results.append(LabelScore(self.labels[indices[0]], float(values[0]), scores))
         return results
 
-    def predict_bucketed(self, texts: Sequence[str], batch_size: int) -> list[LabelScore]:
-        """Classify texts in length-sorted sub-batches, so one long text does not pad the rest."""
+    def predict_bucketed(self, texts: Sequence[str], batch_size: int, max_batch_tokens: int | None = None) -> list[LabelScore]:
+        """Classify texts in length-sorted sub-batches, so one long text does not pad the rest.
+
+        A sub-batch ends at ``batch_size`` texts or when its padded size would pass
+        ``max_batch_tokens`` (default: ``batch_size`` x 32 tokens).
+        """
         if not texts:
             return []
-        lengths = self.token_lengths(texts)
+        budget = max_batch_tokens or batch_size * 32
+        ids = self.token_ids(texts)
+        lengths = [len(sequence) for sequence in ids]
         order = sorted(range(len(texts)), key=lengths.__getitem__)
         results: list[LabelScore | None] = [None] * len(texts)
-        for start in range(0, len(order), batch_size):
-            indices = order[start : start + batch_size]
-            for index, result in zip(indices, self.predict([texts[i] for i in indices]), strict=True):
+        for indices in _length_buckets(order, lengths, batch_size, budget):
+            scores = self._scores(self._forward(*self._padded([ids[i] for i in indices])))
+            for index, result in zip(indices, scores, strict=True):
                 results[index] = result
         return results  # type: ignore[return-value]
 
@@ -250,6 +272,21 @@ class ServingModel:
     def save(self, directory: Path) -> str:
         """Write the artifact to ``directory`` and return the SHA-256 of its weights file."""
         return save_artifact(self.classifier, self.tokenizer, self.metadata, directory)
+
+
+def _length_buckets(order: list[int], lengths: list[int], batch_size: int, budget: int) -> list[list[int]]:
+    """Cut indices sorted by length into runs of at most ``batch_size`` and ``budget`` padded tokens."""
+    buckets: list[list[int]] = []
+    current: list[int] = []
+    for index in order:
+        # Sorted ascending, so this text's length is the padded length of the run.
+        if current and (len(current) >= batch_size or lengths[index] * (len(current) + 1) > budget):
+            buckets.append(current)
+            current = []
+        current.append(index)
+    if current:
+        buckets.append(current)
+    return buckets
 
 
 def save_artifact(

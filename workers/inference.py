@@ -157,7 +157,7 @@ class InferenceWorker:
         model = self.model
         texts = [item.request.text for item in decoded]
         started = time.perf_counter()
-        results = model.predict_bucketed(texts, self.settings.batch_size)
+        results = model.predict_bucketed(texts, self.settings.forward_batch_size, self.settings.max_batch_tokens or None)
         inference_ms = (time.perf_counter() - started) * 1000.0
         now_ms = int(time.time() * 1000)
         self.metrics.batch_size.observe(len(decoded))

@@ -1,0 +1,196 @@
+"""Commands of the continuous-learning loop: ``train`` and ``learn drift``.
+
+``driftloop.cli`` adds them through :func:`add_commands`. Until it does, run them with
+``python -m driftloop.learning_cli [--config FILE] COMMAND``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from driftloop.config import Settings, load_settings, log_summary
+from driftloop.errors import DriftloopError, ServiceError
+
+logger = logging.getLogger(__name__)
+
+MANUAL_EPISODE_START = datetime(1970, 1, 1, tzinfo=timezone.utc)
+"""First alarm time of a job started by hand. Such a job has no alarm, so every example counts as arriving after it."""
+PUBLISH_TIMEOUT_S = 10.0
+WAIT_INTERVAL_S = 1.0
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser(
+        "train",
+        help="start a training job by hand: take the job lock and publish a job for the champion",
+        description=(
+            "Takes the pipeline's job lock and publishes a training job for the current champion on the jobs "
+            "topic. A running `learn trainer` process picks it up."
+        ),
+    )
+    train.add_argument("--reason", default="started by hand", help="reason recorded with the job (default: started by hand)")
+    train.add_argument("--wait", action="store_true", help="wait until the trainer releases the job lock and print the outcome")
+    train.add_argument("--timeout", type=float, default=3600.0, help="seconds --wait waits at most (default 3600)")
+    train.set_defaults(handler=cmd_train)
+
+    learn = subparsers.add_parser("learn", help="run a process of the continuous-learning loop")
+    processes = learn.add_subparsers(dest="learn_process", metavar="PROCESS", required=True)
+    drift = processes.add_parser(
+        "drift",
+        help="watch examples and predictions for drift, publish drift events and training jobs",
+    )
+    drift.set_defaults(handler=cmd_learn_drift)
+
+
+# train
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    job = publish_manual_job(settings, args.reason)
+    print(json.dumps({"job_id": job.job_id, "pipeline": job.pipeline, "model_version": job.model_version}))
+    if not args.wait:
+        return 0
+    outcome = wait_for_job(settings, job.job_id, job.pipeline, args.timeout)
+    print(json.dumps(outcome, indent=2, sort_keys=True))
+    # A gate rejection is a normal outcome, but a failed or unfinished job is not.
+    return 0 if outcome.get("status") in ("promoted", "rejected") else 1
+
+
+def publish_manual_job(settings: Settings, reason: str):
+    """Take the job lock and publish a training job for the champion; return the job.
+
+    Raises DriftloopError when there is no champion or another job holds the lock.
+    """
+    from driftloop.drift.events import Episode, ExampleWindow, TrainingJob
+    from driftloop.infra.clients import make_producer, make_redis
+    from driftloop.infra.topics import JOBS
+    from driftloop.registry.records import RegistryKeys
+    from driftloop.streams.drift import job_lock_for, pipeline_name
+
+    client = make_redis(settings)
+    try:
+        champion = client.get(RegistryKeys(settings.topic_prefix).champion)
+        if champion is None:
+            raise DriftloopError(
+                f"the registry under prefix {settings.topic_prefix!r} has no champion to train from; "
+                "promote a version with `driftloop models promote N`"
+            )
+        version = int(champion)
+        pipeline = pipeline_name(settings)
+        lock = job_lock_for(settings, client)
+        job_id = uuid.uuid4().hex
+        if not lock.acquire(pipeline, job_id, settings.drift.trigger.lock_ttl_s):
+            raise DriftloopError(
+                f"job {lock.holder(pipeline)} holds the job lock of pipeline {pipeline}; wait until it ends"
+            )
+        now = datetime.now(timezone.utc)
+        job = TrainingJob(
+            job_id=job_id,
+            pipeline=pipeline,
+            model_version=version,
+            reason=f"started by hand: {reason}",
+            episode=Episode(
+                model_version=version,
+                first_position=0,
+                last_position=0,
+                first_time=MANUAL_EPISODE_START,
+                last_time=now,
+                n_alarms=1,
+                detectors=("manual",),
+            ),
+            examples=ExampleWindow(start=0, end=0),
+            requested_at=now,
+        )
+        producer = make_producer(settings)
+        producer.produce(settings.topic(JOBS), key=pipeline.encode("utf-8"), value=job.model_dump_json().encode("utf-8"))
+        if producer.flush(PUBLISH_TIMEOUT_S):
+            lock.release(pipeline, job_id)
+            raise ServiceError(
+                f"training job {job_id} not acknowledged by {settings.bootstrap} within {PUBLISH_TIMEOUT_S:.0f} s; "
+                "the job lock was released"
+            )
+        logger.info("published training job %s for version %d of pipeline %s", job_id, version, pipeline)
+        return job
+    finally:
+        client.close()
+
+
+def wait_for_job(settings: Settings, job_id: str, pipeline: str, timeout_s: float) -> dict[str, Any]:
+    """Wait until ``job_id`` no longer holds the job lock, then return its registry outcome."""
+    from driftloop.infra.clients import make_redis
+    from driftloop.registry.registry import ModelRegistry
+    from driftloop.streams.drift import job_lock_for
+
+    client = make_redis(settings)
+    try:
+        lock = job_lock_for(settings, client)
+        deadline = time.monotonic() + timeout_s
+        while lock.holder(pipeline) == job_id and time.monotonic() < deadline:
+            time.sleep(WAIT_INTERVAL_S)
+        if lock.holder(pipeline) == job_id:
+            return {"job_id": job_id, "status": "running", "reason": f"still running after {timeout_s:.0f} s"}
+        with ModelRegistry(settings, redis_client=client) as registry:
+            for record in reversed(registry.list_versions()):
+                if record.data_window.get("job_id") == job_id:
+                    if "error" in record.metrics:
+                        status = "failed"
+                    elif record.status.value in ("champion", "retired"):
+                        status = "promoted"
+                    else:
+                        status = record.status.value
+                    return {"job_id": job_id, "status": status, "version": record.version, "reason": record.status_reason}
+        return {"job_id": job_id, "status": "unknown", "reason": "the job ended without a registry record; see the trainer's log"}
+    finally:
+        client.close()
+
+
+# learn drift
+
+
+def cmd_learn_drift(args: argparse.Namespace) -> int:
+    from driftloop.commands import install_stop_handlers
+    from driftloop.streams.drift import DriftProcess
+
+    settings = load_settings(args.config)
+    log_summary(settings, "drift process")
+    process = DriftProcess(settings)
+    install_stop_handlers(process.stop, settings.shutdown_timeout_s)
+    process.run()
+    return 0
+
+
+# python -m driftloop.learning_cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m driftloop.learning_cli", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", metavar="FILE", help="YAML settings file (also DRIFTLOOP_CONFIG)")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    add_commands(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return int(args.handler(args) or 0)
+    except DriftloopError as exc:
+        print(f"driftloop: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

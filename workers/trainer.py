@@ -1,0 +1,755 @@
+"""The trainer: turns each training job into a candidate, gates it and registers it.
+
+``driftloop learn trainer`` runs one :class:`TrainerWorker`, a member of the consumer
+group ``{prefix}trainer`` on the jobs topic. For each job, :meth:`TrainerWorker.handle_job`:
+
+1. claims the job lock that the drift process (or ``driftloop train``) took for the
+   job, and refreshes it in a background thread while the job runs;
+2. checks that the job's model version is still the champion, and skips it otherwise;
+3. reads the examples topic from its start: the examples of the job's version are the
+   recent examples, and those of older versions feed a seeded replay buffer;
+4. splits both into training examples and held-out slices for the gate;
+5. fine-tunes a copy of the champion (the head, the top layers or everything, per
+   ``drift.training``), growing the head for labels the champion has never seen;
+6. scores candidate and champion on the held-out slices, per group, and applies the
+   promotion gate;
+7. registers the candidate with its data window, figures and gate decision, then
+   promotes it or records it as rejected with the gate's reason;
+8. releases the job lock.
+
+A job that fails in steps 3 to 7 leaves the champion serving and is recorded as a
+rejected version with the error as its reason. Because the registry records
+rejections only on versions, that version holds a copy of its parent's weights.
+
+The job's offset is committed once the job ends, whatever its outcome. A trainer that
+dies during a job reads the job again after a restart, and a job that has been
+started ``max_attempts`` times is recorded as failed without training again.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import shutil
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import redis
+import torch
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from pydantic import ValidationError
+from transformers import PreTrainedTokenizerBase
+
+from driftloop.config import Settings
+from driftloop.drift.events import TrainingJob
+from driftloop.drift.gate import GateDecision, GateSlice, evaluate_gate
+from driftloop.drift.reservoir import ReplayBuffer, TrainingSet, build_training_set
+from driftloop.drift.trigger import JobLock
+from driftloop.errors import DriftloopError, RegistryError, ServiceError
+from driftloop.infra.clients import make_consumer, make_redis, source_of
+from driftloop.infra.topics import EXAMPLES, JOBS
+from driftloop.model import ServingModel, TextClassifier, load_artifact, save_artifact, select_device
+from driftloop.registry.records import ModelVersion
+from driftloop.registry.registry import ModelRegistry
+from driftloop.schemas.events import Example, decode_event
+from driftloop.streams.drift import job_lock_for
+from driftloop.training import FitOptions, fit
+
+logger = logging.getLogger(__name__)
+
+MISSING_GROUP = "(none)"
+"""Group of a held-out example whose request has no group attribute."""
+ATTEMPTS_TTL_S = 7 * 24 * 3600
+POLL_TIMEOUT_S = 0.5
+READ_TIMEOUT_S = 120.0
+"""Seconds the trainer reads the examples topic before it gives up on reaching the end offsets."""
+MAX_POLL_INTERVAL_MS = 86_400_000
+"""librdkafka's maximum ``max.poll.interval.ms``: a job may run for hours without a poll."""
+
+
+class Phase:
+    """Phases written to ``{prefix}trainer:status``, for ``status`` views and benchmarks."""
+
+    IDLE = "idle"
+    COLLECTING = "collecting"
+    TRAINING = "training"
+    EVALUATING = "evaluating"
+    REGISTERING = "registering"
+
+
+@dataclass(frozen=True)
+class TrainerOptions:
+    """How the trainer runs jobs, beyond ``settings.drift``.
+
+    ``min_examples_after_alarm``: labelled examples of the job's version, with an
+    event time at or after the episode's first alarm, that the trainer waits for
+    before it trains, so the candidate sees the drifted data. It waits at most
+    ``wait_timeout_s`` and then trains on what has arrived. ``max_attempts``: times a
+    job may be started before it is recorded as failed without training.
+    """
+
+    min_examples_after_alarm: int = 0
+    wait_timeout_s: float = 600.0
+    max_attempts: int = 2
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.min_examples_after_alarm < 0:
+            raise ValueError(f"min_examples_after_alarm must be >= 0, got {self.min_examples_after_alarm}")
+        if self.wait_timeout_s < 0:
+            raise ValueError(f"wait_timeout_s must be >= 0, got {self.wait_timeout_s}")
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts}")
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """What became of one training job."""
+
+    job_id: str
+    status: str
+    """``promoted``, ``rejected`` (by the gate), ``failed`` (an error, recorded as rejected) or ``skipped``."""
+    reason: str
+    version: int | None = None
+
+
+class FineTuner(Protocol):
+    """Fits a classifier in place; :func:`driftloop.training.fit` is the real one."""
+
+    def fine_tune(
+        self,
+        classifier: TextClassifier,
+        tokenizer: PreTrainedTokenizerBase,
+        texts: Sequence[str],
+        label_ids: Sequence[int],
+        options: FitOptions,
+        device: torch.device,
+    ) -> dict[str, float]:
+        """Fit ``classifier`` on the texts and return training figures such as ``loss``."""
+        ...
+
+
+class TorchFineTuner:
+    """The :class:`FineTuner` that calls :func:`driftloop.training.fit`."""
+
+    def fine_tune(
+        self,
+        classifier: TextClassifier,
+        tokenizer: PreTrainedTokenizerBase,
+        texts: Sequence[str],
+        label_ids: Sequence[int],
+        options: FitOptions,
+        device: torch.device,
+    ) -> dict[str, float]:
+        return fit(classifier, tokenizer, texts, label_ids, options, device)
+
+
+# Reading examples.
+
+
+@dataclass
+class CollectedExamples:
+    """Examples read from the examples topic for one job, split by model version."""
+
+    recent: list[Example] = field(default_factory=list)
+    """Examples of the job's model version, in read order."""
+    replay: ReplayBuffer[Example] | None = None
+    """Seeded sample of the examples of older versions."""
+    read_offsets: dict[int, tuple[int, int]] = field(default_factory=dict)
+    """Partition -> (first, next) offset read, the half-open range ``[first, next)``."""
+    recent_offsets: dict[int, tuple[int, int]] = field(default_factory=dict)
+    """Partition -> (first, last) offset of a recent example."""
+    skipped: int = 0
+    """Records that were invalid, of a newer version, or without text."""
+
+
+class ExampleReader:
+    """Reads the examples topic from its start, without a consumer group, and sorts examples by version."""
+
+    def __init__(self, settings: Settings, model_version: int, replay_size: int, replay_seed: int) -> None:
+        self.topic = settings.topic(EXAMPLES)
+        self.model_version = model_version
+        self.collected = CollectedExamples(replay=ReplayBuffer(replay_size, seed=replay_seed))
+        self.consumer = Consumer(
+            settings.kafka_client_config(
+                **{"group.id": f"{settings.topic('trainer-reader')}-{os.getpid()}", "enable.auto.commit": False}
+            )
+        )
+        metadata = self.consumer.list_topics(self.topic, timeout=10.0).topics.get(self.topic)
+        if metadata is None or metadata.error is not None:
+            self.consumer.close()
+            raise ServiceError(f"topic {self.topic} not found on {settings.bootstrap}; run `driftloop topics create`")
+        self.partitions = sorted(metadata.partitions)
+        self.consumer.assign([TopicPartition(self.topic, partition, OFFSET_BEGINNING) for partition in self.partitions])
+        self._next: dict[int, int] = {}
+
+    def read_to_end(self, timeout_s: float = READ_TIMEOUT_S) -> None:
+        """Read until every partition reaches the end offset it had when this call started."""
+        ends = {}
+        for partition in self.partitions:
+            low, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=10.0, cached=False)
+            if high > low:
+                ends[partition] = high
+        deadline = time.monotonic() + timeout_s
+        while any(self._next.get(partition, -1) < end for partition, end in ends.items()):
+            if time.monotonic() > deadline:
+                raise ServiceError(f"reading {self.topic} to its end offsets {ends} took more than {timeout_s:.0f} s")
+            self.poll()
+
+    def poll(self) -> int:
+        """Read the records available now; return how many were read."""
+        messages = self.consumer.consume(1000, timeout=POLL_TIMEOUT_S)
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    logger.warning("trainer: read error on %s: %s", self.topic, error)
+                continue
+            self._add(message)
+        return len(messages)
+
+    def _add(self, message: Message) -> None:
+        partition, offset = message.partition(), message.offset()
+        first, _ = self.collected.read_offsets.get(partition, (offset, offset))
+        self.collected.read_offsets[partition] = (first, offset + 1)
+        self._next[partition] = offset + 1
+        try:
+            example = decode_event(Example, message.value())
+        except DriftloopError as exc:
+            logger.warning("trainer: skipping invalid example at %s: %s", source_of(message), exc)
+            self.collected.skipped += 1
+            return
+        if not example.text.strip() or example.model_version > self.model_version:
+            self.collected.skipped += 1
+            return
+        if example.model_version < self.model_version:
+            assert self.collected.replay is not None
+            self.collected.replay.add(example)
+            return
+        self.collected.recent.append(example)
+        first_recent, _ = self.collected.recent_offsets.get(partition, (offset, offset))
+        self.collected.recent_offsets[partition] = (first_recent, offset)
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def collect_examples(
+    settings: Settings, job: TrainingJob, options: TrainerOptions, stop: threading.Event | None = None
+) -> CollectedExamples:
+    """Read the examples for ``job``, waiting for ``options.min_examples_after_alarm`` drifted ones.
+
+    The wait ends early when ``stop`` is set, and the job then trains on what arrived.
+    """
+    replay = settings.drift.replay
+    reader = ExampleReader(settings, job.model_version, replay.size, replay.seed)
+    try:
+        reader.read_to_end()
+        alarm_ms = int(job.episode.first_time.timestamp() * 1000)
+        needed = options.min_examples_after_alarm
+        deadline = time.monotonic() + options.wait_timeout_s
+
+        def after_alarm() -> int:
+            return sum(1 for example in reader.collected.recent if example.event_time_ms >= alarm_ms)
+
+        if after_alarm() < needed:
+            logger.info("job %s waits for %d labelled examples after the first alarm, %d so far", job.job_id, needed, after_alarm())
+        while after_alarm() < needed and time.monotonic() < deadline and not (stop is not None and stop.is_set()):
+            reader.poll()
+        if after_alarm() < needed:
+            logger.warning(
+                "job %s: only %d of %d labelled examples after the first alarm arrived within %.0f s; training on them",
+                job.job_id, after_alarm(), needed, options.wait_timeout_s,
+            )
+        return reader.collected
+    finally:
+        reader.close()
+
+
+# Building and scoring the candidate.
+
+
+@dataclass
+class Candidate:
+    """A fine-tuned candidate, ready to score and save."""
+
+    model: ServingModel
+    new_labels: tuple[str, ...]
+    fit_figures: dict[str, float]
+    options: FitOptions
+    training_s: float
+
+
+def fit_options(settings: Settings, champion: ServingModel, seed: int) -> FitOptions:
+    """Return the fit options of ``settings.drift.training`` for a candidate of ``champion``."""
+    training = settings.drift.training
+    encoder_layers = int(getattr(champion.classifier.encoder.config, "num_hidden_layers", 0))
+    return FitOptions(
+        train_layers=training.train_layers(encoder_layers),
+        epochs=training.epochs,
+        learning_rate=training.learning_rate,
+        encoder_learning_rate=training.encoder_learning_rate,
+        max_length=champion.metadata.max_length,
+        seed=seed,
+    )
+
+
+def build_candidate(
+    champion: ServingModel,
+    train: Sequence[Example],
+    options: FitOptions,
+    fine_tuner: FineTuner,
+    extra: dict[str, Any],
+) -> Candidate:
+    """Fine-tune a copy of ``champion`` on ``train``; labels it has never seen get new head rows.
+
+    New labels are appended after the champion's, sorted, so the champion's label ids
+    keep their meaning.
+    """
+    if not train:
+        raise ValueError("no training examples: the examples topic holds no labelled example of this version")
+    known = set(champion.labels)
+    new_labels = tuple(sorted({example.label for example in train} - known))
+    labels = (*champion.labels, *new_labels)
+    classifier = copy.deepcopy(champion.classifier)
+    classifier.grow_head(len(labels))
+    index = {label: position for position, label in enumerate(labels)}
+
+    started = time.monotonic()
+    figures = fine_tuner.fine_tune(
+        classifier,
+        champion.tokenizer,
+        [example.text for example in train],
+        [index[example.label] for example in train],
+        options,
+        champion.device,
+    )
+    training_s = time.monotonic() - started
+    metadata = replace(champion.metadata, labels=labels, extra={**champion.metadata.extra, **extra})
+    model = ServingModel(classifier, champion.tokenizer, metadata, device=champion.device, precision=champion.precision)
+    return Candidate(model, new_labels, dict(figures), options, training_s)
+
+
+def gate_slice(
+    candidate: ServingModel,
+    champion: ServingModel,
+    examples: Sequence[Example],
+    group_attribute: str,
+    batch_size: int,
+) -> GateSlice:
+    """Score candidate and champion on ``examples`` and return their per-example correctness and groups."""
+    texts = [example.text for example in examples]
+    candidate_labels = [result.label for result in candidate.predict_bucketed(texts, batch_size)]
+    champion_labels = [result.label for result in champion.predict_bucketed(texts, batch_size)]
+    groups = None
+    if any(group_attribute in example.attributes for example in examples):
+        groups = tuple(str(example.attributes.get(group_attribute, MISSING_GROUP)) for example in examples)
+    return GateSlice(
+        candidate_correct=tuple(label == example.label for label, example in zip(candidate_labels, examples, strict=True)),
+        champion_correct=tuple(label == example.label for label, example in zip(champion_labels, examples, strict=True)),
+        groups=groups,
+    )
+
+
+# Registry records.
+
+
+def data_window(job: TrainingJob, topic: str, collected: CollectedExamples, training_set: TrainingSet[Example]) -> dict[str, Any]:
+    """Describe the examples behind a candidate: topic offsets, counts and the drift episode."""
+    replay = collected.replay
+    event_times = [example.event_time_ms for example in collected.recent]
+    return {
+        "job_id": job.job_id,
+        "reason": job.reason,
+        "topic": topic,
+        "model_version": job.model_version,
+        "read_offsets": {str(p): {"start": first, "end": end} for p, (first, end) in sorted(collected.read_offsets.items())},
+        "recent_offsets": {str(p): {"first": first, "last": last} for p, (first, last) in sorted(collected.recent_offsets.items())},
+        "recent_examples": len(collected.recent),
+        "recent_event_time_ms": {"first": min(event_times), "last": max(event_times)} if event_times else None,
+        "replay_examples": len(replay) if replay is not None else 0,
+        "replay_offered": replay.n_seen if replay is not None else 0,
+        "skipped_records": collected.skipped,
+        "train_examples": len(training_set.train),
+        "recent_holdout": len(training_set.recent_holdout),
+        "replay_holdout": len(training_set.replay_holdout),
+        "episode": job.episode.model_dump(mode="json"),
+    }
+
+
+def gate_metrics(decision: GateDecision, candidate: Candidate) -> dict[str, Any]:
+    return {
+        "recent_accuracy": decision.recent.candidate_accuracy,
+        "champion_recent_accuracy": decision.recent.champion_accuracy,
+        "replay_accuracy": decision.replay.candidate_accuracy,
+        "champion_replay_accuracy": decision.replay.champion_accuracy,
+        "new_labels": list(candidate.new_labels),
+        "train_layers": candidate.options.train_layers,
+        "training_s": round(candidate.training_s, 3),
+        "torch_threads": torch.get_num_threads(),
+        **{f"fit_{name}": value for name, value in candidate.fit_figures.items()},
+    }
+
+
+def group_metrics(decision: GateDecision) -> dict[str, Any]:
+    return {
+        group.group: {
+            "n": group.n,
+            "candidate_accuracy": group.candidate_accuracy,
+            "champion_accuracy": group.champion_accuracy,
+            "checked": group.counted,
+        }
+        for group in decision.groups
+    }
+
+
+# The job lock while a job runs.
+
+
+class LockKeeper:
+    """Refreshes a job's lock every third of its time to live until the job ends, then releases it."""
+
+    def __init__(self, lock: JobLock, pipeline: str, job_id: str, ttl_s: float) -> None:
+        self.lock = lock
+        self.pipeline = pipeline
+        self.job_id = job_id
+        self.ttl_s = ttl_s
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._refresh_until_done, name=f"job-lock-{job_id}", daemon=True)
+
+    def __enter__(self) -> LockKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._done.set()
+        self._thread.join(10.0)
+        try:
+            if not self.lock.release(self.pipeline, self.job_id):
+                logger.warning("job %s no longer held the job lock of pipeline %s at its end", self.job_id, self.pipeline)
+        except ServiceError as exc:
+            logger.error("job %s could not release the job lock of pipeline %s; it expires by itself: %s", self.job_id, self.pipeline, exc)
+
+    def _refresh_until_done(self) -> None:
+        # Bounded by the job: the loop ends when __exit__ sets the event.
+        while not self._done.wait(self.ttl_s / 3):
+            try:
+                if not self.lock.refresh(self.pipeline, self.job_id, self.ttl_s):
+                    logger.warning("job %s lost the job lock of pipeline %s; another job may start", self.job_id, self.pipeline)
+            except ServiceError as exc:
+                logger.warning("job %s could not refresh the job lock of pipeline %s: %s", self.job_id, self.pipeline, exc)
+
+
+# The worker.
+
+
+class TrainerWorker:
+    """Consumes training jobs one at a time and runs each to a registered, gated candidate.
+
+    Parameters
+    ----------
+    settings
+        Pipeline settings; ``settings.drift`` configures replay, gate and training.
+    fine_tuner
+        Fits the candidate; defaults to :class:`TorchFineTuner`. Tests inject failures here.
+    options
+        Waiting, attempt and batch options.
+    lock
+        The job lock; defaults to the Redis lock shared with the drift process.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        fine_tuner: FineTuner | None = None,
+        options: TrainerOptions | None = None,
+        lock: JobLock | None = None,
+        redis_client: redis.Redis | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.fine_tuner = fine_tuner or TorchFineTuner()
+        self.options = options or TrainerOptions()
+        self.worker_id = worker_id or f"trainer-{os.getpid()}"
+        self._redis = redis_client or make_redis(settings)
+        self._owns_redis = redis_client is None
+        self.lock = lock or job_lock_for(settings, self._redis)
+        self.jobs_topic = settings.topic(JOBS)
+        self.examples_topic = settings.topic(EXAMPLES)
+        self.device = select_device(settings.device)
+        self.work_dir = Path(settings.state_dir).resolve() / "trainer"
+        self.status_key = f"{settings.topic_prefix}trainer:status"
+        self.outcomes: list[JobOutcome] = []
+        self._stop = threading.Event()
+
+    # Lifecycle.
+
+    def stop(self) -> None:
+        """Ask the loop to return after the current job; safe from a signal handler."""
+        self._stop.set()
+
+    def run(self, max_jobs: int | None = None) -> None:
+        """Consume jobs until :meth:`stop` or until ``max_jobs`` jobs were handled."""
+        ttl_ms = int(self.settings.drift.trigger.lock_ttl_s * 1000)
+        consumer = make_consumer(
+            self.settings,
+            self.settings.topic("trainer"),
+            **{"enable.auto.commit": False, "max.poll.interval.ms": min(MAX_POLL_INTERVAL_MS, max(300_000, ttl_ms + 60_000))},
+        )
+        consumer.subscribe([self.jobs_topic])
+        logger.info(
+            "trainer %s reading %s with %d torch threads on %s",
+            self.worker_id, self.jobs_topic, torch.get_num_threads(), self.device,
+        )
+        self._set_phase(Phase.IDLE)
+        handled = 0
+        try:
+            while not self._stop.is_set() and (max_jobs is None or handled < max_jobs):
+                message = consumer.poll(POLL_TIMEOUT_S)
+                if message is None:
+                    continue
+                if message.error() is not None:
+                    if message.error().code() != KafkaError._PARTITION_EOF:
+                        logger.warning("consume error on %s: %s", self.jobs_topic, message.error())
+                    continue
+                self._handle_message(message)
+                self._commit(consumer, message)
+                handled += 1
+        finally:
+            consumer.close()
+            self._clear_status()
+            self.close()
+            logger.info("trainer %s stopping after %d jobs", self.worker_id, handled)
+
+    def close(self) -> None:
+        """Close the Redis client if this worker created it; :meth:`run` calls it on return."""
+        if self._owns_redis:
+            self._redis.close()
+
+    def _handle_message(self, message: Message) -> None:
+        try:
+            job = TrainingJob.model_validate_json(message.value() or b"")
+        except ValidationError as exc:
+            logger.error("trainer: skipping invalid training job at %s: %d validation errors", source_of(message), exc.error_count())
+            return
+        self.outcomes.append(self.handle_job(job))
+
+    def _commit(self, consumer: Consumer, message: Message) -> None:
+        try:
+            consumer.commit(message=message, asynchronous=False)
+        except KafkaException as exc:
+            logger.warning("trainer: could not commit %s; the job may run again after a restart: %s", source_of(message), exc)
+
+    # One job.
+
+    def handle_job(self, job: TrainingJob) -> JobOutcome:
+        """Run ``job`` end to end and return its outcome; the lock is released in every case."""
+        logger.info("trainer %s received job %s for version %d: %s", self.worker_id, job.job_id, job.model_version, job.reason)
+        try:
+            skip_reason = self._claim(job)
+            if skip_reason is not None:
+                return self._finish(job, JobOutcome(job.job_id, "skipped", skip_reason))
+            with LockKeeper(self.lock, job.pipeline, job.job_id, self.settings.drift.trigger.lock_ttl_s):
+                try:
+                    outcome = self._run_claimed(job)
+                finally:
+                    self._set_phase(Phase.IDLE)
+        except DriftloopError as exc:
+            # Redis, Kafka or the registry failed outside the fine-tune, so the failure
+            # is not recorded in the registry, only logged.
+            outcome = JobOutcome(job.job_id, "failed", f"training job {job.job_id} failed: {exc}")
+        return self._finish(job, outcome)
+
+    def _finish(self, job: TrainingJob, outcome: JobOutcome) -> JobOutcome:
+        log = logger.warning if outcome.status in ("failed", "skipped") else logger.info
+        log("job %s %s (version %s): %s", job.job_id, outcome.status, outcome.version, outcome.reason)
+        return outcome
+
+    def _claim(self, job: TrainingJob) -> str | None:
+        """Take the job lock for ``job`` unless another job holds it; return why the job is skipped, or None.
+
+        The drift process normally took the lock for this job already. A free lock
+        means it expired, for example while no trainer ran, so the job takes it again.
+        """
+        holder = self.lock.holder(job.pipeline)
+        if holder is None:
+            if self.lock.acquire(job.pipeline, job.job_id, self.settings.drift.trigger.lock_ttl_s):
+                return None
+            holder = self.lock.holder(job.pipeline)
+        if holder != job.job_id:
+            return f"job {holder} holds the job lock of pipeline {job.pipeline}"
+        return None
+
+    def _run_claimed(self, job: TrainingJob) -> JobOutcome:
+        with ModelRegistry(self.settings, redis_client=self._redis) as registry:
+            champion_record = registry.champion()
+            if champion_record is None or champion_record.version != job.model_version:
+                current = None if champion_record is None else champion_record.version
+                return JobOutcome(job.job_id, "skipped", f"the champion is version {current}, not the job's version {job.model_version}")
+            attempt = self._count_attempt(job)
+            if attempt > self.options.max_attempts:
+                reason = f"training job {job.job_id} failed: started {attempt} times, more than max_attempts={self.options.max_attempts}"
+                return self._record_failure(registry, job, champion_record, reason)
+            try:
+                return self._train_and_register(registry, job, champion_record)
+            # Any error of a fine-tune (torch, tokenizers, our own checks) must leave the
+            # champion serving and be recorded, so every exception type is caught here.
+            except Exception as exc:  # noqa: BLE001
+                logger.exception("job %s failed", job.job_id)
+                reason = f"training job {job.job_id} failed: {type(exc).__name__}: {exc}"
+                return self._record_failure(registry, job, champion_record, reason)
+
+    def _train_and_register(self, registry: ModelRegistry, job: TrainingJob, champion_record: ModelVersion) -> JobOutcome:
+        self._set_phase(Phase.COLLECTING, job.job_id)
+        collected = collect_examples(self.settings, job, self.options, self._stop)
+        replay_items = collected.replay.items if collected.replay is not None else ()
+        seed = self.settings.drift.replay.seed
+        training_set = build_training_set(
+            collected.recent, replay_items, self.settings.drift.gate.holdout_fraction, seed=seed, key=lambda example: example.request_id
+        )
+        logger.info(
+            "job %s: %d recent and %d replayed examples; %d to train on, %d recent and %d replayed held out",
+            job.job_id, len(collected.recent), len(replay_items), len(training_set.train),
+            len(training_set.recent_holdout), len(training_set.replay_holdout),
+        )
+
+        champion = load_artifact(
+            champion_record.path,
+            device=self.device,
+            version=champion_record.version,
+            expected_sha256=champion_record.sha256,
+            expected_labels=champion_record.labels,
+        )
+        try:
+            self._set_phase(Phase.TRAINING, job.job_id)
+            extra = {"parent_version": champion_record.version, "training_job": job.job_id}
+            candidate = build_candidate(champion, training_set.train, fit_options(self.settings, champion, seed), self.fine_tuner, extra)
+            self._set_phase(Phase.EVALUATING, job.job_id)
+            decision = self._gate(candidate.model, champion, training_set)
+        finally:
+            champion.release()
+
+        self._set_phase(Phase.REGISTERING, job.job_id)
+        window = data_window(job, self.examples_topic, collected, training_set)
+        try:
+            return self._register(registry, job, candidate, decision, window)
+        finally:
+            candidate.model.release()
+
+    def _gate(self, candidate: ServingModel, champion: ServingModel, training_set: TrainingSet[Example]) -> GateDecision:
+        attribute = self.settings.group_attribute
+        batch = self.options.batch_size
+        recent = gate_slice(candidate, champion, training_set.recent_holdout, attribute, batch)
+        replay = gate_slice(candidate, champion, training_set.replay_holdout, attribute, batch)
+        return evaluate_gate(recent, replay, self.settings.drift.gate)
+
+    def _register(
+        self, registry: ModelRegistry, job: TrainingJob, candidate: Candidate, decision: GateDecision, window: dict[str, Any]
+    ) -> JobOutcome:
+        directory = self.work_dir / f"job-{job.job_id}"
+        shutil.rmtree(directory, ignore_errors=True)
+        try:
+            save_artifact(candidate.model.classifier, candidate.model.tokenizer, candidate.model.metadata, directory)
+            record = registry.register(
+                directory,
+                parent=job.model_version,
+                data_window=window,
+                metrics=gate_metrics(decision, candidate),
+                group_metrics=group_metrics(decision),
+                gate=decision.model_dump(mode="json"),
+            )
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+
+        if not decision.promote:
+            registry.reject(record.version, f"training job {job.job_id}: gate {decision.reason}")
+            return JobOutcome(job.job_id, "rejected", decision.reason, record.version)
+        # The champion may have changed while the job ran, for example by a manual
+        # promotion; the candidate was gated against the job's version only.
+        current = registry.champion_version()
+        if current != job.model_version:
+            reason = f"champion changed from version {job.model_version} to {current} while the job ran"
+            registry.reject(record.version, f"training job {job.job_id}: {reason}")
+            return JobOutcome(job.job_id, "rejected", reason, record.version)
+        registry.promote(record.version, f"training job {job.job_id}: gate {decision.reason}")
+        return JobOutcome(job.job_id, "promoted", decision.reason, record.version)
+
+    def _record_failure(self, registry: ModelRegistry, job: TrainingJob, champion: ModelVersion, reason: str) -> JobOutcome:
+        """Record a failed job as a rejected version holding a copy of the champion's weights."""
+        try:
+            record = registry.register(
+                champion.path,
+                parent=champion.version,
+                data_window={"job_id": job.job_id, "reason": job.reason, "episode": job.episode.model_dump(mode="json")},
+                metrics={"error": reason},
+                gate={"promote": False, "reason": reason},
+            )
+            registry.reject(record.version, reason)
+        except (DriftloopError, OSError) as exc:
+            logger.error("job %s: could not record its failure in the registry: %s", job.job_id, exc)
+            return JobOutcome(job.job_id, "failed", reason)
+        return JobOutcome(job.job_id, "failed", reason, record.version)
+
+    # Redis bookkeeping.
+
+    def _count_attempt(self, job: TrainingJob) -> int:
+        key = f"{self.settings.topic_prefix}trainer:attempts:{job.job_id}"
+        try:
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.incr(key)
+            pipe.expire(key, ATTEMPTS_TTL_S)
+            attempt, _ = pipe.execute()
+        except redis.RedisError as exc:
+            raise ServiceError(f"could not count the attempts of job {job.job_id} in {key}: {exc}") from exc
+        return int(attempt)
+
+    def _set_phase(self, phase: str, job_id: str = "") -> None:
+        fields = {"worker_id": self.worker_id, "phase": phase, "job_id": job_id, "since_ms": str(int(time.time() * 1000))}
+        try:
+            self._redis.hset(self.status_key, mapping=fields)
+        except redis.RedisError as exc:
+            logger.warning("trainer could not write its status to %s: %s", self.status_key, exc)
+
+    def _clear_status(self) -> None:
+        try:
+            self._redis.delete(self.status_key)
+        except redis.RedisError as exc:
+            logger.warning("trainer could not remove its status %s: %s", self.status_key, exc)
+
+
+def read_trainer_status(client: redis.Redis, settings: Settings) -> dict[str, str]:
+    """Return the trainer's status hash (``phase``, ``job_id``, ``since_ms``, ``worker_id``), empty if none runs."""
+    raw = client.hgetall(f"{settings.topic_prefix}trainer:status")
+    return {key.decode(): value.decode() for key, value in raw.items()}
+
+
+def training_threads(settings: Settings) -> int:
+    """Return the torch threads for this machine's cores under ``drift.training.cpu_share``."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return settings.drift.training.threads(cores)
+
+
+def configure_trainer_process(settings: Settings, nice: int = 0) -> int:
+    """Bound the trainer's CPU use: torch threads from the CPU share, and a lower priority by ``nice``.
+
+    Returns the torch thread count. Call it before any torch work, because torch fixes
+    its inter-op thread pool on first use.
+    """
+    threads = training_threads(settings)
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError as exc:
+        logger.warning("trainer could not set torch's inter-op threads: %s", exc)
+    if nice:
+        os.nice(nice)
+    return threads
