@@ -1,0 +1,103 @@
+"""The learning commands: their parser, and ``train`` publishing a job by hand on the real broker and Redis."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from driftloop.config import Settings
+from driftloop.drift.events import TrainingJob
+from driftloop.infra.clients import make_redis
+from driftloop.infra.topics import AUDIT, JOBS, create_topics
+from driftloop.learning_cli import add_commands, cmd_learn_drift, cmd_train, main
+from driftloop.registry.registry import ModelRegistry
+from driftloop.streams.drift import job_lock_for, pipeline_name
+from driftloop.testing.models import write_tiny_artifact
+from driftloop.testing.services import write_config
+from driftloop.testing.topics import TopicReader
+
+
+def parser() -> argparse.ArgumentParser:
+    result = argparse.ArgumentParser()
+    result.add_argument("--config")
+    add_commands(result.add_subparsers(dest="command", required=True))
+    return result
+
+
+def test_commands_parse() -> None:
+    train = parser().parse_args(["train", "--reason", "new intents", "--wait"])
+    drift = parser().parse_args(["learn", "drift"])
+
+    assert train.handler is cmd_train
+    assert train.reason == "new intents"
+    assert train.wait
+    assert drift.handler is cmd_learn_drift
+
+
+def test_learn_needs_a_process() -> None:
+    with pytest.raises(SystemExit):
+        parser().parse_args(["learn"])
+
+
+@pytest.mark.integration
+def test_train_publishes_job(settings: Settings, tmp_path: Path, capsys, monkeypatch) -> None:
+    # load_settings exports the config path, and the monkeypatch removes it again after the test.
+    monkeypatch.setenv("DRIFTLOOP_CONFIG", "")
+    create_topics(settings, (JOBS, AUDIT))
+    write_tiny_artifact(tmp_path / "v1", ("billing", "bug"))
+    with ModelRegistry(settings) as registry:
+        registry.register(tmp_path / "v1")
+        registry.promote(1, "train command test")
+    config = write_config(settings, tmp_path / "config.yaml")
+    reader = TopicReader(settings, settings.topic(JOBS))
+
+    exit_code = main(["--config", str(config), "train", "--reason", "new intents"])
+    printed = json.loads(capsys.readouterr().out)
+    records = reader.read_until(lambda found: len(found) >= 1, timeout=30)
+    reader.close()
+
+    assert exit_code == 0
+    assert len(records) == 1
+    job = TrainingJob.model_validate_json(records[0].value())
+    assert job.job_id == printed["job_id"]
+    assert job.model_version == 1
+    assert job.pipeline == pipeline_name(settings)
+    assert job.reason == "started by hand: new intents"
+    client = make_redis(settings)
+    try:
+        assert job_lock_for(settings, client).holder(job.pipeline) == job.job_id
+    finally:
+        client.close()
+
+
+@pytest.mark.integration
+def test_train_rejected_while_job_runs(settings: Settings, tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("DRIFTLOOP_CONFIG", "")
+    create_topics(settings, (JOBS, AUDIT))
+    write_tiny_artifact(tmp_path / "v1", ("billing", "bug"))
+    with ModelRegistry(settings) as registry:
+        registry.register(tmp_path / "v1")
+        registry.promote(1, "train command test")
+    client = make_redis(settings)
+    job_lock_for(settings, client).acquire(pipeline_name(settings), "running-job", ttl_s=600)
+    client.close()
+    config = write_config(settings, tmp_path / "config.yaml")
+
+    exit_code = main(["--config", str(config), "train"])
+
+    assert exit_code == 2
+    assert f"job running-job holds the job lock of pipeline {pipeline_name(settings)}" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_train_needs_a_champion(settings: Settings, tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("DRIFTLOOP_CONFIG", "")
+    config = write_config(settings, tmp_path / "config.yaml")
+
+    exit_code = main(["--config", str(config), "train"])
+
+    assert exit_code == 2
+    assert "has no champion to train from" in capsys.readouterr().err
