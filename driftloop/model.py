@@ -261,7 +261,7 @@ class ServingModel:
         return results  # type: ignore[return-value]
 
     def release(self) -> None:
-        """Drop the weights so the memory can be freed once no caller holds this model."""
+        """Drop the weights so the memory can be freed once no caller references this model."""
         self.classifier.to("cpu")
         self.classifier = None  # type: ignore[assignment]
         if self.device.type == "cuda":

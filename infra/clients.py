@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 
 def make_producer(settings: Settings, **overrides: Any) -> Producer:
-    """A producer with driftloop's defaults, then ``kafka_config``, then ``overrides``."""
+    """Create a producer from driftloop's defaults, then ``kafka_config``, then ``overrides``."""
     # librdkafka's default of 1,000,000 bytes rejects a 1 MB text once wrapped in JSON;
     # the broker's own limit (Kafka: message.max.bytes, 1 MiB by default) still applies.
     config: dict[str, Any] = {"linger.ms": 5, "message.max.bytes": 4 * 1024 * 1024}
@@ -29,7 +29,7 @@ def make_producer(settings: Settings, **overrides: Any) -> Producer:
 
 
 def make_consumer(settings: Settings, group_id: str, **overrides: Any) -> Consumer:
-    """A consumer that commits only offsets the application stored after its work is done.
+    """Create a consumer that commits only offsets the application stored after its work is done.
 
     Defaults come first, so ``kafka_config`` can change any of them.
     """

@@ -168,3 +168,20 @@ def test_stop_is_bounded_when_broker_unreachable(stack_settings, tmp_path):
 
     assert not thread.is_alive()
     assert time.monotonic() - started < 30
+
+
+def test_metrics_endpoint_serves_counters(settings, running_worker):
+    import urllib.request
+
+    producer = EventProducer(settings)
+    producer.send_request(request("metered", "how do I top up"))
+    producer.flush()
+    read_predictions(settings, {"metered"})
+    port = running_worker.metrics.serve(0)
+
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+
+    assert "driftloop_requests_processed_total" in body
+    assert f'driftloop_model_version{{worker_id="{running_worker.worker_id}"}} 3.0' in body
+    assert "driftloop_batch_latency_ms_bucket" in body
+    assert "driftloop_end_to_end_latency_ms_count" in body

@@ -162,6 +162,7 @@ class InferenceWorker:
         now_ms = int(time.time() * 1000)
         self.metrics.batch_size.observe(len(decoded))
         self.metrics.batch_latency.observe(inference_ms)
+
         text_limit = model.metadata.max_length * CHARS_PER_TOKEN_BOUND
         for item, result in zip(decoded, results, strict=True):
             request = item.request
@@ -183,6 +184,7 @@ class InferenceWorker:
             )
             self.producer.produce(self.predictions_topic, key=request.request_id.encode("utf-8"), value=encode_event(prediction), on_delivery=self._on_delivery)
             self.metrics.end_to_end.observe(latency_ms)
+
         self.processed += len(decoded)
         self.metrics.processed.inc(len(decoded))
 
