@@ -1,4 +1,4 @@
-"""Commands of the continuous-learning loop: ``train`` and ``learn drift``.
+"""Commands of the continuous-learning loop: ``train``, ``learn drift`` and ``learn trainer``.
 
 ``driftloop.cli`` adds them through :func:`add_commands`. Until it does, run them with
 ``python -m driftloop.learning_cli [--config FILE] COMMAND``.
@@ -47,6 +47,32 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="watch examples and predictions for drift, publish drift events and training jobs",
     )
     drift.set_defaults(handler=cmd_learn_drift)
+
+    trainer = processes.add_parser(
+        "trainer",
+        help="consume training jobs: fine-tune from the champion, gate, register and promote or reject",
+    )
+    trainer.add_argument(
+        "--min-examples-after-alarm",
+        type=int,
+        default=0,
+        help="labelled examples after a job's first drift alarm to wait for before training (default 0)",
+    )
+    trainer.add_argument(
+        "--wait-timeout",
+        type=float,
+        default=600.0,
+        help="seconds to wait for those examples before training on what arrived (default 600)",
+    )
+    trainer.add_argument("--max-attempts", type=int, default=2, help="starts of one job before it is recorded as failed (default 2)")
+    trainer.add_argument(
+        "--nice",
+        type=int,
+        default=10,
+        help="amount added to the process's nice value, so serving wins CPU contention (default 10, and 0 keeps the priority)",
+    )
+    trainer.add_argument("--max-jobs", type=int, help="exit after this many jobs (default: run until stopped)")
+    trainer.set_defaults(handler=cmd_learn_trainer)
 
 
 # train
@@ -152,7 +178,7 @@ def wait_for_job(settings: Settings, job_id: str, pipeline: str, timeout_s: floa
         client.close()
 
 
-# learn drift
+# learn drift, learn trainer
 
 
 def cmd_learn_drift(args: argparse.Namespace) -> int:
@@ -164,6 +190,28 @@ def cmd_learn_drift(args: argparse.Namespace) -> int:
     process = DriftProcess(settings)
     install_stop_handlers(process.stop, settings.shutdown_timeout_s)
     process.run()
+    return 0
+
+
+def cmd_learn_trainer(args: argparse.Namespace) -> int:
+    from driftloop.commands import install_stop_handlers
+    from driftloop.workers.trainer import TrainerOptions, TrainerWorker, configure_trainer_process
+
+    settings = load_settings(args.config)
+    log_summary(settings, "trainer")
+    options = TrainerOptions(
+        min_examples_after_alarm=args.min_examples_after_alarm,
+        wait_timeout_s=args.wait_timeout,
+        max_attempts=args.max_attempts,
+        batch_size=settings.forward_batch_size,
+    )
+    threads = configure_trainer_process(settings, args.nice)
+    logger.info("trainer uses %d torch threads, nice +%d", threads, args.nice)
+    worker = TrainerWorker(settings, options=options)
+    # A job can take minutes, so the hard-exit deadline after a stop signal is the
+    # lock's time to live, not the usual shutdown timeout.
+    install_stop_handlers(worker.stop, settings.drift.trigger.lock_ttl_s)
+    worker.run(max_jobs=args.max_jobs)
     return 0
 
 

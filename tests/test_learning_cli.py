@@ -12,7 +12,7 @@ from driftloop.config import Settings
 from driftloop.drift.events import TrainingJob
 from driftloop.infra.clients import make_redis
 from driftloop.infra.topics import AUDIT, JOBS, create_topics
-from driftloop.learning_cli import add_commands, cmd_learn_drift, cmd_train, main
+from driftloop.learning_cli import add_commands, cmd_learn_drift, cmd_learn_trainer, cmd_train, main
 from driftloop.registry.registry import ModelRegistry
 from driftloop.streams.drift import job_lock_for, pipeline_name
 from driftloop.testing.models import write_tiny_artifact
@@ -30,11 +30,16 @@ def parser() -> argparse.ArgumentParser:
 def test_commands_parse() -> None:
     train = parser().parse_args(["train", "--reason", "new intents", "--wait"])
     drift = parser().parse_args(["learn", "drift"])
+    trainer = parser().parse_args(["learn", "trainer", "--min-examples-after-alarm", "300", "--nice", "0", "--max-jobs", "1"])
 
     assert train.handler is cmd_train
     assert train.reason == "new intents"
     assert train.wait
     assert drift.handler is cmd_learn_drift
+    assert trainer.handler is cmd_learn_trainer
+    assert trainer.min_examples_after_alarm == 300
+    assert trainer.nice == 0
+    assert trainer.max_jobs == 1
 
 
 def test_learn_needs_a_process() -> None:

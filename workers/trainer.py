@@ -19,7 +19,7 @@ group ``{prefix}trainer`` on the jobs topic. For each job, :meth:`TrainerWorker.
 
 A job that fails in steps 3 to 7 leaves the champion serving and is recorded as a
 rejected version with the error as its reason. Because the registry records
-rejections only on versions, that version holds a copy of its parent's weights.
+rejections only on versions, that version contains a copy of its parent's weights.
 
 The job's offset is committed once the job ends, whatever its outcome. A trainer that
 dies during a job reads the job again after a restart, and a job that has been
@@ -88,9 +88,10 @@ class TrainerOptions:
 
     ``min_examples_after_alarm``: labelled examples of the job's version, with an
     event time at or after the episode's first alarm, that the trainer waits for
-    before it trains, so the candidate sees the drifted data. It waits at most
+    before it trains, so that the candidate is trained on the drifted data. It waits at most
     ``wait_timeout_s`` and then trains on what has arrived. ``max_attempts``: times a
     job may be started before it is recorded as failed without training.
+    ``batch_size``: texts per forward pass when candidate and champion are scored.
     """
 
     min_examples_after_alarm: int = 0
@@ -109,7 +110,7 @@ class TrainerOptions:
 
 @dataclass(frozen=True)
 class JobOutcome:
-    """What became of one training job."""
+    """Outcome of one training job."""
 
     job_id: str
     status: str
@@ -119,7 +120,7 @@ class JobOutcome:
 
 
 class FineTuner(Protocol):
-    """Fits a classifier in place; :func:`driftloop.training.fit` is the real one."""
+    """Interface that fits a classifier in place. :func:`driftloop.training.fit` is the real one."""
 
     def fine_tune(
         self,
@@ -306,13 +307,13 @@ def build_candidate(
     fine_tuner: FineTuner,
     extra: dict[str, Any],
 ) -> Candidate:
-    """Fine-tune a copy of ``champion`` on ``train``; labels it has never seen get new head rows.
+    """Fine-tune a copy of ``champion`` on ``train``, with new head rows for labels the champion has never seen.
 
     New labels are appended after the champion's, sorted, so the champion's label ids
     keep their meaning.
     """
     if not train:
-        raise ValueError("no training examples: the examples topic holds no labelled example of this version")
+        raise ValueError("no training examples: the examples topic contains no labelled example of this version")
     known = set(champion.labels)
     new_labels = tuple(sorted({example.label for example in train} - known))
     labels = (*champion.labels, *new_labels)
@@ -341,11 +342,12 @@ def gate_slice(
     examples: Sequence[Example],
     group_attribute: str,
     batch_size: int,
+    max_batch_tokens: int | None = None,
 ) -> GateSlice:
     """Score candidate and champion on ``examples`` and return their per-example correctness and groups."""
     texts = [example.text for example in examples]
-    candidate_labels = [result.label for result in candidate.predict_bucketed(texts, batch_size)]
-    champion_labels = [result.label for result in champion.predict_bucketed(texts, batch_size)]
+    candidate_labels = [result.label for result in candidate.predict_bucketed(texts, batch_size, max_batch_tokens)]
+    champion_labels = [result.label for result in champion.predict_bucketed(texts, batch_size, max_batch_tokens)]
     groups = None
     if any(group_attribute in example.attributes for example in examples):
         groups = tuple(str(example.attributes.get(group_attribute, MISSING_GROUP)) for example in examples)
@@ -433,14 +435,14 @@ class LockKeeper:
             if not self.lock.release(self.pipeline, self.job_id):
                 logger.warning("job %s no longer held the job lock of pipeline %s at its end", self.job_id, self.pipeline)
         except ServiceError as exc:
-            logger.error("job %s could not release the job lock of pipeline %s; it expires by itself: %s", self.job_id, self.pipeline, exc)
+            logger.error("job %s could not release the job lock of pipeline %s, which expires by itself: %s", self.job_id, self.pipeline, exc)
 
     def _refresh_until_done(self) -> None:
         # Bounded by the job: the loop ends when __exit__ sets the event.
         while not self._done.wait(self.ttl_s / 3):
             try:
                 if not self.lock.refresh(self.pipeline, self.job_id, self.ttl_s):
-                    logger.warning("job %s lost the job lock of pipeline %s; another job may start", self.job_id, self.pipeline)
+                    logger.warning("job %s lost the job lock of pipeline %s, so another job may start", self.job_id, self.pipeline)
             except ServiceError as exc:
                 logger.warning("job %s could not refresh the job lock of pipeline %s: %s", self.job_id, self.pipeline, exc)
 
@@ -544,7 +546,7 @@ class TrainerWorker:
         try:
             consumer.commit(message=message, asynchronous=False)
         except KafkaException as exc:
-            logger.warning("trainer: could not commit %s; the job may run again after a restart: %s", source_of(message), exc)
+            logger.warning("trainer: could not commit %s, so the job may run again after a restart: %s", source_of(message), exc)
 
     # One job.
 
@@ -645,8 +647,9 @@ class TrainerWorker:
     def _gate(self, candidate: ServingModel, champion: ServingModel, training_set: TrainingSet[Example]) -> GateDecision:
         attribute = self.settings.group_attribute
         batch = self.options.batch_size
-        recent = gate_slice(candidate, champion, training_set.recent_holdout, attribute, batch)
-        replay = gate_slice(candidate, champion, training_set.replay_holdout, attribute, batch)
+        tokens = self.settings.max_batch_tokens or None
+        recent = gate_slice(candidate, champion, training_set.recent_holdout, attribute, batch, tokens)
+        replay = gate_slice(candidate, champion, training_set.replay_holdout, attribute, batch, tokens)
         return evaluate_gate(recent, replay, self.settings.drift.gate)
 
     def _register(
@@ -671,7 +674,7 @@ class TrainerWorker:
             registry.reject(record.version, f"training job {job.job_id}: gate {decision.reason}")
             return JobOutcome(job.job_id, "rejected", decision.reason, record.version)
         # The champion may have changed while the job ran, for example by a manual
-        # promotion; the candidate was gated against the job's version only.
+        # promotion. The candidate was gated against the job's version only.
         current = registry.champion_version()
         if current != job.model_version:
             reason = f"champion changed from version {job.model_version} to {current} while the job ran"
