@@ -4,9 +4,9 @@ Producers that cannot redact send raw requests to ``{prefix}requests.raw``: JSON
 with ``text`` and optionally ``request_id``, ``event_time_ms`` and ``attributes``. Each
 batch is redacted, produced to the requests topic and acknowledged by the broker before
 its offsets are committed, so delivery is at-least-once and a raw record never reaches
-the requests topic. After each commit the redactor asks the broker to delete the transit
-records below the committed offsets (DeleteRecords), so raw text stays on the broker
-only until it is redacted. The transit topic's short retention is the backstop.
+the requests topic. After each commit the redactor sends a DeleteRecords request for the
+transit records below the committed offsets, so raw text stays on the broker only until
+it is redacted. The transit topic's short retention is the backstop.
 
 A broker that rejects DeleteRecords (the embedded Tansu broker closes the connection)
 is detected at start by a probe at the low watermark, which deletes nothing. The
@@ -60,7 +60,7 @@ def probe_truncation(settings: Settings, admin, topic: str, timeout: float = PRO
     """Ask for DeleteRecords on partition 0 of ``topic`` at its low watermark.
 
     Deleting below the low watermark removes nothing, so the probe is safe on a broker
-    that supports it. Any error, or no answer within ``timeout`` seconds, means the
+    that supports it. Any error, or no response within ``timeout`` seconds, means the
     broker cannot truncate the topic.
     """
     consumer = make_consumer(settings, f"{settings.topic(STAGE)}-probe")
@@ -79,7 +79,7 @@ def probe_truncation(settings: Settings, admin, topic: str, timeout: float = PRO
     except KafkaException as exc:
         return Truncation(False, f"DeleteRecords on {topic}[0]@{low} failed: {exc.args[0]}")
     except TimeoutError:
-        return Truncation(False, f"DeleteRecords on {topic}[0]@{low} got no answer within {timeout:.0f} s")
+        return Truncation(False, f"DeleteRecords on {topic}[0]@{low} timed out after {timeout:.0f} s")
     return Truncation(True)
 
 
@@ -270,7 +270,7 @@ class TransitRedactor:
                 try:
                     future.result(timeout=DELETE_TIMEOUT_S + 1.0)
                 except (KafkaException, TimeoutError) as exc:
-                    error = exc.args[0] if isinstance(exc, KafkaException) else f"no answer within {DELETE_TIMEOUT_S:.0f} s"
+                    error = exc.args[0] if isinstance(exc, KafkaException) else f"timed out after {DELETE_TIMEOUT_S:.0f} s"
                     self._count_failed_deletion([partition], error)
         self._deletions = pending
 

@@ -172,33 +172,27 @@ def _ingest_row(row: InputRow, args: argparse.Namespace, producer, report: Inges
         report.blank_lines += 1
         return
     report.rows += 1
-    origin = f"{report.source}:{row.line}"
     if row.fields is None:
         _reject(row, row.reason, row.error, producer, report)
         return
+
     text_key = args.text_column or next((name for name in TEXT_COLUMNS if name in row.fields), None)
     if text_key is None or text_key not in row.fields:
         expected = repr(text_key) if text_key else f"among {', '.join(TEXT_COLUMNS)}"
         _reject(row, "missing_text", f"no text field {expected}; name it with --text-column", producer, report)
         return
-    # JSON Lines rows may carry an attributes object; --attribute copies top-level fields.
-    attributes = row.fields.get("attributes", {}) if args.format == "jsonl" else {}
-    if isinstance(attributes, dict):
-        attributes = dict(attributes)
-        for name in args.attribute:
-            if row.fields.get(name) not in (None, ""):
-                attributes[name] = row.fields[name]
     try:
         request_id = producer.send_request(
             row.fields.get(text_key),
             request_id=_identifier(row.fields.get(args.id_column)),
-            attributes=attributes,
+            attributes=_attributes(row.fields, args),
             event_time_ms=row.fields.get("event_time_ms"),
-            origin=origin,
+            origin=f"{report.source}:{row.line}",
         )
     except EventError as exc:
         _reject(row, exc.kind, str(exc), producer, report)
         return
+
     label_key = args.label_column or next((name for name in LABEL_COLUMNS if name in row.fields), None)
     label = _identifier(row.fields.get(label_key)) if label_key else None
     if label is None:
@@ -208,6 +202,21 @@ def _ingest_row(row: InputRow, args: argparse.Namespace, producer, report: Inges
     except EventError as exc:
         report.rejected_feedback += 1
         _report_line(report, f"{report.source} line {row.line}: feedback not sent: {exc}")
+
+
+def _attributes(fields: dict[str, Any], args: argparse.Namespace) -> Any:
+    """Return the row's attributes: a JSON Lines row's attributes object plus the --attribute fields.
+
+    Anything but an object is returned as it is, for the request's validation to reject.
+    """
+    attributes = fields.get("attributes", {}) if args.format == "jsonl" else {}
+    if not isinstance(attributes, dict):
+        return attributes
+    attributes = dict(attributes)
+    for name in args.attribute:
+        if fields.get(name) not in (None, ""):
+            attributes[name] = fields[name]
+    return attributes
 
 
 def _reject(row: InputRow, reason: str, error: str, producer, report: IngestReport) -> None:

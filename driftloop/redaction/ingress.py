@@ -1,6 +1,6 @@
 """The ingress path: redact raw requests in this process, then produce them.
 
-``RedactingProducer`` is the default way into a pipeline for anyone who holds raw text.
+``RedactingProducer`` is the default way into a pipeline for callers with raw text.
 Texts and string attribute values are redacted in batches before a record is built, so
 the requests topic, and therefore the broker, never receives raw text. A request whose
 text cannot be redacted goes to the dead-letter topic with its reason, length and
@@ -49,7 +49,7 @@ class RedactionOutcome:
 
 @dataclass
 class IngressCounts:
-    """What a RedactingProducer sent: counts only, never values."""
+    """Counts of the records a RedactingProducer sent; never values."""
 
     requests: int = 0
     feedback: int = 0
@@ -109,13 +109,18 @@ def redact_texts(redactor: Redactor, texts: Sequence[str]) -> list[RedactionResu
 
 
 def redact_requests(redactor: Redactor, raw_requests: Sequence[InferenceRequest]) -> list[RedactionOutcome]:
-    """Redact the text and the string attribute values of each request, in one batch.
+    """Redact the text and the attribute values of each request, in one batch.
 
-    Each distinct attribute value is redacted once per batch. A request whose text or
-    any attribute value fails comes back with ``request`` None and the error.
+    String attribute values are redacted like texts. An integer value is analysed as
+    text and replaced by its redacted string only when a span is found, because a card
+    or phone number can arrive as a JSON number. Each distinct value is analysed once
+    per batch. A request whose text or any attribute value fails comes back with
+    ``request`` None and the error.
     """
     attribute_values = list(
-        dict.fromkeys(value for raw in raw_requests for value in raw.attributes.values() if isinstance(value, str))
+        dict.fromkeys(
+            _attribute_text(value) for raw in raw_requests for value in raw.attributes.values() if _is_analysed(value)
+        )
     )
     results = redact_texts(redactor, [raw.text for raw in raw_requests] + attribute_values)
     text_results = results[: len(raw_requests)]
@@ -137,13 +142,13 @@ def _redacted_request(
     counts = Counter(text_result.entity_counts)
     attributes: dict[str, Any] = {}
     for name, value in raw.attributes.items():
-        if not isinstance(value, str):
+        if not _is_analysed(value):
             attributes[name] = value
             continue
-        result = attribute_results[value]
+        result = attribute_results[_attribute_text(value)]
         if isinstance(result, RedactionError):
             return RedactionOutcome(raw, None, error=f"attribute {name!r}: {result}")
-        attributes[name] = result.text
+        attributes[name] = result.text if (isinstance(value, str) or result.redacted) else value
         counts.update(result.entity_counts)
     request = raw.model_copy(update={"text": text_result.text, "attributes": attributes})
     return RedactionOutcome(raw, request, dict(counts))
@@ -286,6 +291,14 @@ class RedactingProducer:
         self.events.send_request(outcome.request)
         self.counts.requests += 1
         self.counts.entity_counts.update(outcome.entity_counts)
+
+
+def _is_analysed(value: Any) -> bool:
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def _attribute_text(value: str | int) -> str:
+    return value if isinstance(value, str) else str(value)
 
 
 def _redact_one(redactor: Redactor, text: str) -> RedactionResult | RedactionError:
