@@ -12,7 +12,7 @@ import torch
 
 from driftloop.config import Settings
 from driftloop.drift.events import Episode, ExampleWindow, TrainingJob
-from driftloop.drift.settings import GateSettings
+from driftloop.drift.settings import GateSettings, TrainingSettings
 from driftloop.infra.clients import make_producer, make_redis
 from driftloop.infra.topics import AUDIT, EXAMPLES, JOBS, create_topics
 from driftloop.model import TextClassifier, load_artifact
@@ -159,6 +159,7 @@ def test_new_label_is_learned(settings: Settings, tmp_path: Path) -> None:
     assert record.parent == 1
     assert record.labels == ("billing", "bug", "praise")
     assert record.metrics["new_labels"] == ["praise"]
+    assert record.metrics["fit_embedded_texts"] == 240
     candidate = load_artifact(record.path, version=record.version)
     rng = random.Random(99)
     predictions = candidate.predict([text_for("praise", rng) for _ in range(20)])
@@ -299,3 +300,25 @@ def test_older_versions_fill_replay(settings: Settings, tmp_path: Path) -> None:
     assert record.data_window["replay_holdout"] == 16
     assert record.gate["replay"]["n"] == 16
     assert record.data_window["train_examples"] == 90 - 18 + 80 - 16
+
+
+def test_top_layers_mode_trains_encoder(settings: Settings, tmp_path: Path) -> None:
+    training = TrainingSettings(mode="top_layers", layers=1, epochs=1)
+    settings = with_gate(settings, min_recent_gain=0.0, max_group_loss=1.0)
+    settings = settings.model_copy(update={"drift": settings.drift.model_copy(update={"training": training})})
+    start_pipeline(settings, tmp_path)
+    produce_examples(settings, make_examples(("billing", "bug", "praise"), 60, version=1, seed=7))
+    job = take_job(settings, 1)
+
+    outcome = run_job(settings, job)
+
+    with ModelRegistry(settings) as registry:
+        record = registry.get(outcome.version)
+        champion = registry.get(1)
+    assert record.metrics["train_layers"] == 1
+    assert "fit_embedding_s" not in record.metrics
+    candidate = load_artifact(record.path, version=record.version)
+    parent = load_artifact(champion.path, version=1)
+    top, bottom = candidate.classifier.encoder.encoder.layer, parent.classifier.encoder.encoder.layer
+    assert not torch.equal(top[-1].output.dense.weight, bottom[-1].output.dense.weight)
+    assert torch.equal(top[0].output.dense.weight, bottom[0].output.dense.weight)

@@ -34,7 +34,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -43,6 +43,7 @@ import redis
 import torch
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 from pydantic import ValidationError
+from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from driftloop.config import Settings
@@ -50,7 +51,7 @@ from driftloop.drift.events import TrainingJob
 from driftloop.drift.gate import GateDecision, GateSlice, evaluate_gate
 from driftloop.drift.reservoir import ReplayBuffer, TrainingSet, build_training_set
 from driftloop.drift.trigger import JobLock
-from driftloop.errors import DriftloopError, RegistryError, ServiceError
+from driftloop.errors import DriftloopError, ServiceError
 from driftloop.infra.clients import make_consumer, make_redis, source_of
 from driftloop.infra.topics import EXAMPLES, JOBS
 from driftloop.model import ServingModel, TextClassifier, load_artifact, save_artifact, select_device
@@ -58,7 +59,7 @@ from driftloop.registry.records import ModelVersion
 from driftloop.registry.registry import ModelRegistry
 from driftloop.schemas.events import Example, decode_event
 from driftloop.streams.drift import job_lock_for
-from driftloop.training import FitOptions, fit
+from driftloop.training import FitOptions, embed_texts, fit
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +74,11 @@ MAX_POLL_INTERVAL_MS = 86_400_000
 
 
 class Phase:
-    """Phases written to ``{prefix}trainer:status``, for ``status`` views and benchmarks."""
+    """Phases written to ``{prefix}trainer:status``, for ``status`` views and benchmarks.
+
+    In head mode ``training`` starts with the first embeddings, while the trainer may
+    still wait for examples after the alarm.
+    """
 
     IDLE = "idle"
     COLLECTING = "collecting"
@@ -136,7 +141,15 @@ class FineTuner(Protocol):
 
 
 class TorchFineTuner:
-    """The :class:`FineTuner` that calls :func:`driftloop.training.fit`."""
+    """The :class:`FineTuner` of the trainer: :func:`driftloop.training.fit`, or a head fit on cached embeddings.
+
+    With ``embeddings`` and ``options.train_layers == 0`` the encoder stays frozen, so
+    the head is fitted on the cached embeddings of the champion's encoder instead of
+    embedding every text again.
+    """
+
+    def __init__(self, embeddings: TextEmbeddings | None = None) -> None:
+        self.embeddings = embeddings
 
     def fine_tune(
         self,
@@ -147,7 +160,67 @@ class TorchFineTuner:
         options: FitOptions,
         device: torch.device,
     ) -> dict[str, float]:
-        return fit(classifier, tokenizer, texts, label_ids, options, device)
+        if options.train_layers > 0 or self.embeddings is None:
+            return fit(classifier, tokenizer, texts, label_ids, options, device)
+        targets = torch.tensor(list(label_ids), dtype=torch.long)
+        return fit_head(classifier.head, self.embeddings.get(texts), targets, options)
+
+
+def fit_head(head: nn.Linear, embeddings: torch.Tensor, targets: torch.Tensor, options: FitOptions) -> dict[str, float]:
+    """Fit ``head`` on fixed embeddings with the optimiser and steps of ``driftloop.training``'s head mode."""
+    if len(embeddings) != len(targets):
+        raise ValueError(f"{len(embeddings)} embeddings but {len(targets)} labels")
+    if not len(targets):
+        raise ValueError("no training examples")
+    torch.manual_seed(options.seed)
+    device = head.weight.device
+    embeddings, targets = embeddings.to(device), targets.to(device)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=options.learning_rate, weight_decay=1e-4)
+    loss_function = nn.CrossEntropyLoss()
+    head.train()
+    loss = torch.tensor(0.0)
+    for _ in range(options.head_steps):
+        optimizer.zero_grad()
+        loss = loss_function(head(embeddings), targets)
+        loss.backward()
+        optimizer.step()
+    head.eval()
+    with torch.no_grad():
+        accuracy = (head(embeddings).argmax(dim=-1) == targets).float().mean().item()
+    return {"loss": float(loss.item()), "train_accuracy": accuracy}
+
+
+class TextEmbeddings:
+    """Embeddings of texts under one model's frozen encoder, each text computed once.
+
+    The trainer fills it while it waits for examples, so that in head mode the fit
+    and the gate need no encoder pass of their own.
+    """
+
+    def __init__(self, model: ServingModel) -> None:
+        self.model = model
+        self.options = FitOptions(max_length=model.metadata.max_length)
+        self.seconds = 0.0
+        self._rows: dict[str, torch.Tensor] = {}
+
+    def add(self, texts: Sequence[str]) -> int:
+        """Compute the embeddings of the texts not cached yet, and return how many were computed."""
+        missing = list(dict.fromkeys(text for text in texts if text not in self._rows))
+        if not missing:
+            return 0
+        started = time.monotonic()
+        computed = embed_texts(self.model.classifier, self.model.tokenizer, missing, self.options, self.model.device)
+        self.seconds += time.monotonic() - started
+        self._rows.update(zip(missing, computed, strict=True))
+        return len(missing)
+
+    def get(self, texts: Sequence[str]) -> torch.Tensor:
+        """Return the embeddings of ``texts`` in order, computing the missing ones."""
+        self.add(texts)
+        return torch.stack([self._rows[text] for text in texts])
+
+    def __len__(self) -> int:
+        return len(self._rows)
 
 
 # Reading examples.
@@ -241,16 +314,32 @@ class ExampleReader:
 
 
 def collect_examples(
-    settings: Settings, job: TrainingJob, options: TrainerOptions, stop: threading.Event | None = None
+    settings: Settings,
+    job: TrainingJob,
+    options: TrainerOptions,
+    stop: threading.Event | None = None,
+    on_recent: Callable[[list[Example]], object] | None = None,
 ) -> CollectedExamples:
     """Read the examples for ``job``, waiting for ``options.min_examples_after_alarm`` drifted ones.
 
-    The wait ends early when ``stop`` is set, and the job then trains on what arrived.
+    ``on_recent`` receives the recent examples read so far once the topic's end is
+    reached, then each batch of new ones while the trainer waits. The wait ends early
+    when ``stop`` is set, and the job then trains on what arrived.
     """
     replay = settings.drift.replay
     reader = ExampleReader(settings, job.model_version, replay.size, replay.seed)
+    handed_over = 0
+
+    def hand_over() -> None:
+        nonlocal handed_over
+        fresh = reader.collected.recent[handed_over:]
+        handed_over += len(fresh)
+        if on_recent is not None and fresh:
+            on_recent(fresh)
+
     try:
         reader.read_to_end()
+        hand_over()
         alarm_ms = int(job.episode.first_time.timestamp() * 1000)
         needed = options.min_examples_after_alarm
         deadline = time.monotonic() + options.wait_timeout_s
@@ -262,6 +351,7 @@ def collect_examples(
             logger.info("job %s waits for %d labelled examples after the first alarm, %d so far", job.job_id, needed, after_alarm())
         while after_alarm() < needed and time.monotonic() < deadline and not (stop is not None and stop.is_set()):
             reader.poll()
+            hand_over()
         if after_alarm() < needed:
             logger.warning(
                 "job %s: only %d of %d labelled examples after the first alarm arrived within %.0f s; training on them",
@@ -336,18 +426,35 @@ def build_candidate(
     return Candidate(model, new_labels, dict(figures), options, training_s)
 
 
+@dataclass(frozen=True)
+class Scorer:
+    """Label predictor of the gate, which reads cached embeddings when both models share the frozen encoder."""
+
+    embeddings: TextEmbeddings | None
+    batch_size: int
+    max_batch_tokens: int | None = None
+
+    def labels(self, model: ServingModel, texts: Sequence[str]) -> list[str]:
+        if not texts:
+            return []
+        if self.embeddings is None:
+            return [result.label for result in model.predict_bucketed(texts, self.batch_size, self.max_batch_tokens)]
+        with torch.no_grad():
+            logits = model.classifier.head(self.embeddings.get(texts).to(model.device))
+        return [model.labels[index] for index in logits.argmax(dim=-1).tolist()]
+
+
 def gate_slice(
     candidate: ServingModel,
     champion: ServingModel,
     examples: Sequence[Example],
     group_attribute: str,
-    batch_size: int,
-    max_batch_tokens: int | None = None,
+    scorer: Scorer,
 ) -> GateSlice:
     """Score candidate and champion on ``examples`` and return their per-example correctness and groups."""
     texts = [example.text for example in examples]
-    candidate_labels = [result.label for result in candidate.predict_bucketed(texts, batch_size, max_batch_tokens)]
-    champion_labels = [result.label for result in champion.predict_bucketed(texts, batch_size, max_batch_tokens)]
+    candidate_labels = scorer.labels(candidate, texts)
+    champion_labels = scorer.labels(champion, texts)
     groups = None
     if any(group_attribute in example.attributes for example in examples):
         groups = tuple(str(example.attributes.get(group_attribute, MISSING_GROUP)) for example in examples)
@@ -476,7 +583,7 @@ class TrainerWorker:
         worker_id: str | None = None,
     ) -> None:
         self.settings = settings
-        self.fine_tuner = fine_tuner or TorchFineTuner()
+        self.fine_tuner = fine_tuner
         self.options = options or TrainerOptions()
         self.worker_id = worker_id or f"trainer-{os.getpid()}"
         self._redis = redis_client or make_redis(settings)
@@ -493,7 +600,7 @@ class TrainerWorker:
     # Lifecycle.
 
     def stop(self) -> None:
-        """Ask the loop to return after the current job; safe from a signal handler."""
+        """Ask the loop to return after the current job. Safe to call from a signal handler."""
         self._stop.set()
 
     def run(self, max_jobs: int | None = None) -> None:
@@ -608,19 +715,6 @@ class TrainerWorker:
                 return self._record_failure(registry, job, champion_record, reason)
 
     def _train_and_register(self, registry: ModelRegistry, job: TrainingJob, champion_record: ModelVersion) -> JobOutcome:
-        self._set_phase(Phase.COLLECTING, job.job_id)
-        collected = collect_examples(self.settings, job, self.options, self._stop)
-        replay_items = collected.replay.items if collected.replay is not None else ()
-        seed = self.settings.drift.replay.seed
-        training_set = build_training_set(
-            collected.recent, replay_items, self.settings.drift.gate.holdout_fraction, seed=seed, key=lambda example: example.request_id
-        )
-        logger.info(
-            "job %s: %d recent and %d replayed examples; %d to train on, %d recent and %d replayed held out",
-            job.job_id, len(collected.recent), len(replay_items), len(training_set.train),
-            len(training_set.recent_holdout), len(training_set.replay_holdout),
-        )
-
         champion = load_artifact(
             champion_record.path,
             device=self.device,
@@ -629,11 +723,32 @@ class TrainerWorker:
             expected_labels=champion_record.labels,
         )
         try:
+            seed = self.settings.drift.replay.seed
+            options = fit_options(self.settings, champion, seed)
+            # In head mode the encoder stays frozen, so examples are embedded while the
+            # trainer waits for more of them, and the fit and the gate reuse the embeddings.
+            embeddings = TextEmbeddings(champion) if options.train_layers == 0 else None
+            self._set_phase(Phase.COLLECTING, job.job_id)
+            collected = collect_examples(self.settings, job, self.options, self._stop, self._embedder(job, embeddings))
+            replay_items = collected.replay.items if collected.replay is not None else ()
+            training_set = build_training_set(
+                collected.recent, replay_items, self.settings.drift.gate.holdout_fraction, seed=seed, key=lambda example: example.request_id
+            )
+            logger.info(
+                "job %s: %d recent and %d replayed examples; %d to train on, %d recent and %d replayed held out",
+                job.job_id, len(collected.recent), len(replay_items), len(training_set.train),
+                len(training_set.recent_holdout), len(training_set.replay_holdout),
+            )
+
             self._set_phase(Phase.TRAINING, job.job_id)
             extra = {"parent_version": champion_record.version, "training_job": job.job_id}
-            candidate = build_candidate(champion, training_set.train, fit_options(self.settings, champion, seed), self.fine_tuner, extra)
+            fine_tuner = self.fine_tuner or TorchFineTuner(embeddings)
+            candidate = build_candidate(champion, training_set.train, options, fine_tuner, extra)
             self._set_phase(Phase.EVALUATING, job.job_id)
-            decision = self._gate(candidate.model, champion, training_set)
+            decision = self._gate(candidate.model, champion, training_set, embeddings)
+            if embeddings is not None:
+                candidate.fit_figures["embedding_s"] = round(embeddings.seconds, 3)
+                candidate.fit_figures["embedded_texts"] = len(embeddings)
         finally:
             champion.release()
 
@@ -644,12 +759,36 @@ class TrainerWorker:
         finally:
             candidate.model.release()
 
-    def _gate(self, candidate: ServingModel, champion: ServingModel, training_set: TrainingSet[Example]) -> GateDecision:
+    def _embedder(self, job: TrainingJob, embeddings: TextEmbeddings | None) -> Callable[[list[Example]], object] | None:
+        """Return the callback that embeds recent examples as they are read, or None outside head mode.
+
+        Its first call marks the start of the training phase, because from then on the
+        trainer computes embeddings. Replayed examples are embedded later, by the fit.
+        """
+        if embeddings is None:
+            return None
+        first_call = True
+
+        def embed(examples: list[Example]) -> None:
+            nonlocal first_call
+            texts = [example.text for example in examples]
+            if first_call:
+                first_call = False
+                self._set_phase(Phase.TRAINING, job.job_id)
+            started = time.monotonic()
+            computed = embeddings.add(texts)
+            if computed > 100:
+                logger.info("job %s: embedded %d examples in %.1f s", job.job_id, computed, time.monotonic() - started)
+
+        return embed
+
+    def _gate(
+        self, candidate: ServingModel, champion: ServingModel, training_set: TrainingSet[Example], embeddings: TextEmbeddings | None
+    ) -> GateDecision:
         attribute = self.settings.group_attribute
-        batch = self.options.batch_size
-        tokens = self.settings.max_batch_tokens or None
-        recent = gate_slice(candidate, champion, training_set.recent_holdout, attribute, batch, tokens)
-        replay = gate_slice(candidate, champion, training_set.replay_holdout, attribute, batch, tokens)
+        scorer = Scorer(embeddings, self.options.batch_size, self.settings.max_batch_tokens or None)
+        recent = gate_slice(candidate, champion, training_set.recent_holdout, attribute, scorer)
+        replay = gate_slice(candidate, champion, training_set.replay_holdout, attribute, scorer)
         return evaluate_gate(recent, replay, self.settings.drift.gate)
 
     def _register(
