@@ -235,14 +235,21 @@ class _TextScanner:
             *(re.escape(server.strip()) for server in settings.bootstrap.split(",") if server.strip()),
             re.escape(settings.redis),
             re.escape(str(Path(settings.state_dir).resolve())),
+            # driftloop's module and logger names, which Presidio reads as URLs ("driftloop.co").
+            r"\bdriftloop(?:\.\w+)+",
         ]
         if settings.topic_prefix:
             masked.append(rf"{re.escape(settings.topic_prefix)}[\w.\-]*(?:\[\d+\](?:@\d+)?)?")
         self.mask_pattern = re.compile("|".join(f"(?:{pattern})" for pattern in masked))
         self._cache: dict[str, tuple[tuple[str, int], ...]] = {}
 
-    def scan(self, location: ScanLocation, texts: Counter[tuple[str, str]]) -> None:
-        """Add the findings in ``texts``, a count of occurrences per (field, text), to ``location``."""
+    def scan(self, location: ScanLocation, texts: Counter[tuple[str, str]], *, program_output: bool = False) -> None:
+        """Add the findings in ``texts``, a count of occurrences per (field, text), to ``location``.
+
+        With ``program_output``, as for logs and model cards, only the pattern entities
+        count in every field but ``text``: spaCy tags words of program output such as
+        "bert", "GB" or "PHONE_NUMBER" as PERSON or LOCATION.
+        """
         distinct = list(dict.fromkeys(text for _, text in texts))
         analysed = list(dict.fromkeys(text for field_name, text in texts if _field_kind(field_name) != "generated"))
         findings = self._find_entities(analysed) if self.analyzer is not None else {}
@@ -250,6 +257,8 @@ class _TextScanner:
         for (field_name, text), occurrences in texts.items():
             location.texts += occurrences
             kind = _field_kind(field_name)
+            if program_output and kind == "text" and field_name.rpartition(".")[2] != "text":
+                kind = "identifier"
             for entity, count in findings.get(text, ()) if kind != "generated" else ():
                 if kind == "identifier" and entity in self.ner_entities:
                     continue
@@ -493,10 +502,10 @@ def _json_texts(data: Any, path: str, name: str) -> Iterator[tuple[str, str]]:
     elif isinstance(data, bool) or data is None or isinstance(data, float):
         return
     elif isinstance(data, int):
-        # Times, offsets and lengths of the events are not text; other numbers may be a
-        # card or phone number sent as a JSON number.
-        if name not in known:
-            yield path or "value", str(data)
+        # A card or phone number can arrive as a JSON number in a request's attributes.
+        # Other numbers are counts, offsets and times, which Presidio can read as phone numbers.
+        if "attributes" in path.split("."):
+            yield path, str(data)
     elif isinstance(data, dict):
         prefix = f"{path}." if path else ""
         for key, item in data.items():
@@ -565,7 +574,7 @@ def _scan_file(path: Path, kind: str, settings, scanner: _TextScanner) -> ScanLo
     except OSError as exc:
         location.complete = False
         location.note = f"{kind}; could not be read: {exc.strerror}"
-    scanner.scan(location, texts)
+    scanner.scan(location, texts, program_output=True)
     return location
 
 
