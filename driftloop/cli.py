@@ -19,6 +19,8 @@ COMMAND_MODULES = (
     "driftloop.demo",
     "driftloop.registry.cli",
     "driftloop.redaction.cli",
+    "driftloop.redaction.ingest_cli",
+    "driftloop.learning_cli",
 )
 
 
