@@ -1,8 +1,7 @@
 """The model versions a replay serves, each in a lane of its own.
 
 A lane is one model version with a pipeline of its own under ``{run prefix}v{n}.``:
-its requests, feedback and predictions topics, inference worker group and feedback
-join. The replay publishes every recorded event into every lane, so all versions see
+its requests, feedback and predictions topics, inference workers and feedback join. The replay publishes every recorded event into every lane, so all versions see
 the same stream in the same order, and each join keeps the online metrics of one
 version only.
 """
@@ -15,8 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from driftloop.config import Settings
-from driftloop.errors import ConfigError, RegistryError
-from driftloop.model import ServingModel, load_artifact, select_device
+from driftloop.errors import ArtifactError, ConfigError, RegistryError
 
 logger = logging.getLogger(__name__)
 
@@ -95,13 +93,19 @@ def _from_registry(settings: Settings, versions: Sequence[int]) -> list[ModelCho
     return [ModelChoice(version=r.version, path=Path(r.path), origin="registry", sha256=r.sha256) for r in records]
 
 
-def load_models(settings: Settings, choices: Sequence[ModelChoice]) -> dict[str, ServingModel]:
-    """Load every lane's model, by lane name, checking registry hashes."""
-    device = select_device(settings.device)
-    models = {}
+def check_models(choices: Sequence[ModelChoice]) -> None:
+    """Check every lane's artifact without loading its weights; raise ArtifactError at the first problem.
+
+    The weights of a registry version must still have the registry's SHA-256. Each
+    lane's workers load the model again and repeat the hash check.
+    """
+    from driftloop.registry.store import inspect_artifact
+
     for choice in choices:
-        models[choice.name] = load_artifact(
-            choice.path, device=device, precision=settings.precision, version=choice.version, expected_sha256=choice.sha256
-        )
-        logger.info("loaded version %d from %s (%s)", choice.version, choice.path, choice.origin)
-    return models
+        info = inspect_artifact(choice.path)
+        if choice.sha256 is not None and info.sha256 != choice.sha256:
+            raise ArtifactError(
+                f"version {choice.version}: SHA-256 of the weights in {choice.path} is {info.sha256}, "
+                f"the registry expects {choice.sha256}"
+            )
+        logger.info("version %d: artifact %s checked (%s)", choice.version, choice.path, choice.origin)

@@ -1,33 +1,33 @@
 """The isolated pipeline of a replay: one lane per model version under a fresh topic prefix.
 
-Each lane has its own topics under ``{run prefix}{lane}.``, inference workers running
-as threads of this process (each serving the lane's model, loaded once), and the
-feedback join (``driftloop worker join``) as a child process. Nothing is shared with
-the recorded pipeline except the broker and Redis.
+Each lane has its own topics under ``{run prefix}{lane}.``, its inference workers
+(``python -m driftloop.replay.worker``, one process each, serving the lane's model
+version) and its feedback join (``driftloop worker join``), all as child processes
+whose output goes to ``{run dir}/{lane}/``. Nothing is shared with the recorded
+pipeline except the broker and Redis.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
-import threading
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from confluent_kafka import KafkaException
+import redis
+from confluent_kafka import ConsumerGroupState, KafkaException
 from confluent_kafka.admin import AdminClient
 
 from driftloop.config import Settings
 from driftloop.infra.clients import make_redis
 from driftloop.infra.topics import DEAD_LETTER, EXAMPLES, FEEDBACK, METRICS, PREDICTIONS, REQUESTS, create_topics
-from driftloop.model import ServingModel
 from driftloop.replay.errors import ReplayError
 from driftloop.replay.lanes import ModelChoice
-from driftloop.testing.services import spawn_driftloop, stop_process, write_config
-from driftloop.workers.inference import InferenceWorker
-from driftloop.workers.model_source import FixedModel
+from driftloop.testing.services import stop_process, write_config
 
 logger = logging.getLogger(__name__)
 
@@ -36,21 +36,37 @@ ADMIN_TIMEOUT_S = 15.0
 
 
 @dataclass
+class LaneProcess:
+    """A child process of a lane and where its output goes."""
+
+    role: str  # "join" or "worker-{index}"
+    process: subprocess.Popen
+    log: Path
+
+
+@dataclass
 class Lane:
     """One model version's part of the pipeline."""
 
     choice: ModelChoice
     settings: Settings
-    model: ServingModel
-    workers: list[InferenceWorker] = field(default_factory=list)
-    threads: list[threading.Thread] = field(default_factory=list)
-    errors: list[BaseException] = field(default_factory=list)
-    join: subprocess.Popen | None = None
-    join_log: Path | None = None
+    processes: list[LaneProcess] = field(default_factory=list)
 
     @property
     def name(self) -> str:
         return self.choice.name
+
+    @property
+    def directory(self) -> Path:
+        return Path(self.settings.state_dir)
+
+    @property
+    def worker_group(self) -> str:
+        return self.settings.topic("inference")
+
+    @property
+    def join_group(self) -> str:
+        return self.settings.topic("join")
 
 
 class ReplayPipeline:
@@ -60,25 +76,25 @@ class ReplayPipeline:
         self,
         settings: Settings,
         choices: Sequence[ModelChoice],
-        models: dict[str, ServingModel],
         *,
         run_dir: Path,
         workers_per_lane: int = 1,
-        join_log_level: str = "WARNING",
+        seed: int = 0,
+        log_level: str = "WARNING",
     ) -> None:
         if workers_per_lane < 1:
             raise ReplayError(f"workers per version must be at least 1, got {workers_per_lane}")
         self.settings = settings
         self.run_dir = run_dir
         self.workers_per_lane = workers_per_lane
-        self.join_log_level = join_log_level
+        self.seed = seed
+        self.log_level = log_level
         self.lanes = [
             Lane(
                 choice=choice,
                 settings=settings.model_copy(
                     update={"topic_prefix": f"{settings.topic_prefix}{choice.name}.", "state_dir": run_dir / choice.name}
                 ),
-                model=models[choice.name],
             )
             for choice in choices
         ]
@@ -88,82 +104,93 @@ class ReplayPipeline:
     def start(self) -> None:
         """Create every lane's topics, then start its feedback join and inference workers."""
         for lane in self.lanes:
-            Path(lane.settings.state_dir).mkdir(parents=True, exist_ok=True)
+            lane.directory.mkdir(parents=True, exist_ok=True)
             create_topics(lane.settings, LANE_TOPICS)
         for lane in self.lanes:
-            self._start_join(lane)
-            self._start_workers(lane)
+            config = write_config(lane.settings, lane.directory / "config.yaml")
+            join = [sys.executable, "-m", "driftloop.cli", "--config", str(config), "--log-level", self.log_level, "worker", "join"]
+            self._spawn(lane, "join", join)
+            for index in range(self.workers_per_lane):
+                self._spawn(lane, f"worker-{index}", self._worker_command(lane, config, index))
 
-    def _start_join(self, lane: Lane) -> None:
-        state_dir = Path(lane.settings.state_dir)
-        config = write_config(lane.settings, state_dir / "config.yaml")
-        lane.join_log = state_dir / "join.log"
-        lane.join = spawn_driftloop(["--log-level", self.join_log_level, "worker", "join"], config, lane.join_log)
-        logger.info("lane %s: feedback join started, pid %d, log %s", lane.name, lane.join.pid, lane.join_log)
+    def _worker_command(self, lane: Lane, config: Path, index: int) -> list[str]:
+        command = [
+            sys.executable, "-m", "driftloop.replay.worker",
+            "--config", str(config),
+            "--model", str(lane.choice.path),
+            "--model-version", str(lane.choice.version),
+            "--seed", str(self.seed),
+            "--worker-id", f"replay-{lane.name}-{index}",
+            "--log-level", self.log_level,
+        ]  # fmt: skip
+        if lane.choice.sha256:
+            command += ["--sha256", lane.choice.sha256]
+        return command
 
-    def _start_workers(self, lane: Lane) -> None:
-        for index in range(self.workers_per_lane):
-            worker = InferenceWorker(lane.settings, FixedModel(lane.model), worker_id=f"replay-{lane.name}-{index}")
-            thread = threading.Thread(target=self._run_worker, args=(lane, worker), name=f"replay-{lane.name}-{index}", daemon=True)
-            lane.workers.append(worker)
-            lane.threads.append(thread)
-            thread.start()
+    def _spawn(self, lane: Lane, role: str, command: list[str]) -> None:
+        log = lane.directory / f"{role}.log"
+        # Settings come from the lane's config file only, not from this process's variables.
+        environment = {key: value for key, value in os.environ.items() if not key.startswith("DRIFTLOOP_")}
+        with log.open("ab") as output:
+            process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=environment)
+        lane.processes.append(LaneProcess(role, process, log))
+        logger.info("lane %s: started %s, pid %d, log %s", lane.name, role, process.pid, log)
 
-    @staticmethod
-    def _run_worker(lane: Lane, worker: InferenceWorker) -> None:
-        try:
-            worker.run()
-        except BaseException as exc:  # reported by check_alive in the main thread
-            logger.exception("lane %s: worker %s failed", lane.name, worker.worker_id)
-            lane.errors.append(exc)
+    def wait_until_ready(self, timeout_s: float) -> bool:
+        """Wait until each lane's worker group and join group are stable; return whether they became so in time.
 
-    def wait_until_assigned(self, timeout_s: float) -> bool:
-        """Wait until each lane's workers together own every requests partition; return whether they do."""
+        Publishing earlier loses nothing, because workers and joins start from the
+        earliest offset, but the first requests' latency and the replay's end-to-end
+        time would then include the processes' start-up.
+        """
+        admin = AdminClient(self.settings.kafka_client_config())
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             self.check_alive()
-            if all(self._assigned(lane) >= lane.settings.partitions for lane in self.lanes):
+            if all(self._group_ready(admin, lane, group) for lane in self.lanes for group in (lane.worker_group, lane.join_group)):
                 return True
-            time.sleep(0.1)
-        logger.warning("workers did not own every requests partition within %.0f s; publishing anyway", timeout_s)
+            time.sleep(0.2)
+        logger.warning("worker and join groups were not ready within %.0f s; publishing anyway", timeout_s)
         return False
 
     @staticmethod
-    def _assigned(lane: Lane) -> int:
-        owned: set[int] = set()
-        for worker in lane.workers:
-            try:
-                owned.update(tp.partition for tp in worker.consumer.assignment())
-            except (KafkaException, RuntimeError):
-                # A consumer that is closing raises RuntimeError; check_alive reports a dead worker.
-                continue
-        return len(owned)
+    def _group_ready(admin: AdminClient, lane: Lane, group_id: str) -> bool:
+        try:
+            group = admin.describe_consumer_groups([group_id], request_timeout=ADMIN_TIMEOUT_S)[group_id].result(ADMIN_TIMEOUT_S)
+        except KafkaException as exc:
+            logger.debug("lane %s: could not describe group %s: %s", lane.name, group_id, exc)
+            return False
+        if group.state != ConsumerGroupState.STABLE:
+            return False
+        # NOTE: Tansu 0.6 reports a stable group without its members, so only the state
+        # can be checked there; where members are listed, their assignment is checked too.
+        if not group.members:
+            return True
+        owned = {(tp.topic, tp.partition) for member in group.members for tp in member.assignment.topic_partitions}
+        if group_id == lane.join_group:
+            return bool(owned)
+        requests_topic = lane.settings.topic(REQUESTS)
+        return len({partition for topic, partition in owned if topic == requests_topic}) >= lane.settings.partitions
 
     def check_alive(self) -> None:
-        """Raise ReplayError if a worker or a join of any lane has stopped."""
+        """Raise ReplayError if a worker or join of any lane has exited."""
         for lane in self.lanes:
-            if lane.errors:
-                raise ReplayError(f"lane {lane.name}: an inference worker failed: {lane.errors[0]!r}")
-            if any(not thread.is_alive() for thread in lane.threads):
-                raise ReplayError(f"lane {lane.name}: an inference worker stopped unexpectedly; see the log above")
-            if lane.join is not None and lane.join.poll() is not None:
-                raise ReplayError(
-                    f"lane {lane.name}: the feedback join exited with code {lane.join.returncode}; see {lane.join_log}"
-                )
+            for child in lane.processes:
+                if child.process.poll() is not None:
+                    raise ReplayError(
+                        f"lane {lane.name}: the {child.role} process exited with code {child.process.returncode}; see {child.log}"
+                    )
 
     def stop(self) -> None:
-        """Stop every worker and join; safe to call more than once."""
-        for lane in self.lanes:
-            for worker in lane.workers:
-                worker.stop()
-        for lane in self.lanes:
-            for thread in lane.threads:
-                thread.join(lane.settings.shutdown_timeout_s * 2 + 5)
-                if thread.is_alive():
-                    logger.error("lane %s: worker thread %s did not stop", lane.name, thread.name)
-            if lane.join is not None:
-                code = stop_process(lane.join)
-                logger.info("lane %s: feedback join stopped with code %s", lane.name, code)
+        """Stop every child process; safe to call more than once."""
+        children = [(lane, child) for lane in self.lanes for child in lane.processes]
+        # All get SIGTERM first, so that they shut down side by side.
+        for _, child in children:
+            if child.process.poll() is None:
+                child.process.terminate()
+        for lane, child in children:
+            code = stop_process(child.process, timeout=lane.settings.shutdown_timeout_s * 2 + 5)
+            logger.info("lane %s: %s stopped with code %s", lane.name, child.role, code)
 
     def remove(self) -> None:
         """Delete the run's topics (the joins' internal ones too) and its Redis keys."""
@@ -178,11 +205,13 @@ class ReplayPipeline:
                     except KafkaException as exc:
                         logger.warning("could not delete replay topic %s: %s", name, exc)
         except KafkaException as exc:
-            logger.warning("could not list the replay topics under %s to delete them: %s", prefix, exc)
+            logger.warning("could not list the topics under %s to delete them: %s", prefix, exc)
         client = make_redis(self.settings)
         try:
             keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
             if keys:
                 client.delete(*keys)
+        except redis.RedisError as exc:
+            logger.warning("could not delete the Redis keys under %s: %s", prefix, exc)
         finally:
             client.close()

@@ -26,7 +26,16 @@ from driftloop.infra.clients import make_redis, source_of
 from driftloop.infra.topics import FEEDBACK, REQUESTS
 from driftloop.registry.records import RegistryKeys
 from driftloop.replay.errors import ReplayError
-from driftloop.replay.format import EVENT_MODELS, RECORDABLE_TOPICS, Bounds, RecordedEvent, RecordingHeader, SourceInfo, TopicInfo, check_recordable
+from driftloop.replay.format import (
+    EVENT_MODELS,
+    RECORDABLE_TOPICS,
+    Bounds,
+    RecordedEvent,
+    RecordingHeader,
+    SourceInfo,
+    TopicInfo,
+    check_recordable,
+)
 from driftloop.replay.writer import RecordingWriter
 from driftloop.schemas.events import decode_event
 

@@ -2,8 +2,8 @@
 
 Steps of :func:`run_replay`:
 
-1. Read and validate the whole recording, then load every lane's model. Nothing has
-   touched the broker yet, so a bad file or model publishes nothing.
+1. Read and validate the whole recording, then check every lane's model artifact.
+   Nothing has touched the broker yet, so a bad file or model publishes nothing.
 2. Create each lane's topics under a fresh prefix and start its join and workers.
 3. Publish the recorded requests and feedback into every lane.
 4. Wait until every lane has a prediction for every request and has joined every
@@ -22,13 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
-import torch
 
 from driftloop.config import Settings
 from driftloop.infra.clients import make_redis
 from driftloop.replay.collector import LaneCollector
 from driftloop.replay.errors import ReplayError
-from driftloop.replay.lanes import ModelChoice, load_models
+from driftloop.replay.lanes import ModelChoice, check_models
 from driftloop.replay.outcome import LaneOutcome, ReplayOutcome, recorded_lane
 from driftloop.replay.pipeline import Lane, ReplayPipeline
 from driftloop.replay.publisher import Publisher
@@ -46,16 +45,17 @@ class ReplayOptions:
     """How to replay.
 
     ``speed`` multiplies the recorded pace (1.0 replays at recorded speed, 10.0 ten
-    times faster); None publishes as fast as possible. ``timeout_s`` bounds the wait
-    for predictions and joins after publishing. ``seed`` seeds torch before the
-    models are loaded.
+    times faster); None publishes as fast as possible. ``workers`` is the number of
+    inference worker processes per lane. ``timeout_s`` bounds the wait for
+    predictions and joins after publishing. ``seed`` seeds torch in every worker
+    before it loads its model.
     """
 
     speed: float | None = None
     workers: int = 1
     seed: int = 0
     timeout_s: float = 600.0
-    assign_timeout_s: float = 60.0
+    ready_timeout_s: float = 60.0
     keep_topics: bool = False
     drift: bool = True
     examples: int = 10
@@ -79,13 +79,12 @@ def run_replay(
         raise ReplayError("no model version to serve")
     if options.speed is not None and options.speed <= 0:
         raise ReplayError(f"speed must be above 0, got {options.speed}")
-    torch.manual_seed(options.seed)
-    models = load_models(settings, choices)
+    check_models(choices)
 
     run_id = time.strftime("%Y%m%d%H%M%S") + uuid.uuid4().hex[:6]
     run_settings = settings.model_copy(update={"topic_prefix": f"{settings.topic_prefix}replay-{run_id}."})
     run_dir = run_dir or Path(settings.state_dir).resolve() / "replay" / run_id
-    pipeline = ReplayPipeline(run_settings, choices, models, run_dir=run_dir, workers_per_lane=options.workers)
+    pipeline = ReplayPipeline(run_settings, choices, run_dir=run_dir, workers_per_lane=options.workers, seed=options.seed)
     logger.info("replaying %s into lanes %s under %s", recording.path, [c.name for c in choices], run_settings.topic_prefix)
 
     collectors: dict[str, LaneCollector] = {}
@@ -94,7 +93,7 @@ def run_replay(
         # 2. Start the lanes.
         pipeline.start()
         collectors = {lane.name: LaneCollector(lane.settings) for lane in pipeline.lanes}
-        pipeline.wait_until_assigned(options.assign_timeout_s)
+        pipeline.wait_until_ready(options.ready_timeout_s)
 
         # 3. Publish.
         publisher = Publisher(run_settings, [lane.settings for lane in pipeline.lanes])
