@@ -108,16 +108,22 @@ def test_unredactable_text_dead_lettered_as_hash(settings, redactor):
     assert b"poison" not in letters[0]
 
 
-def test_broken_redactor_raises_and_sends_nothing(settings, redactor):
+def test_broken_redactor_raises_and_keeps_requests(settings, redactor):
     create_topics(settings)
     producer = RedactingProducer(settings, redactor=FailingRedactor(redactor, None), batch_size=10)
-    producer.send_request(f"Mail {EMAIL}", request_id="never-sent")
+    producer.send_request(f"Mail {EMAIL}", request_id="held-back")
 
     with pytest.raises(RedactionError, match="failed on every text, a fixed check text included"):
         producer.flush()
 
     assert read_values(settings, REQUESTS, 1, timeout=3.0) == []
     assert read_values(settings, DEAD_LETTER, 1, timeout=1.0) == []
+    # The request stays buffered: once the redactor works again, a flush sends it.
+    producer.redactor = redactor
+    producer.flush()
+    sent = [json.loads(value) for value in read_values(settings, REQUESTS, 1)]
+    assert [request["request_id"] for request in sent] == ["held-back"]
+    assert sent[0]["text"] == "Mail <EMAIL_ADDRESS>"
 
 
 BAD_AND_GOOD_LINES = [

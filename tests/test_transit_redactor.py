@@ -32,7 +32,7 @@ def redactor():
 
 
 class RecordingAdmin:
-    """Implements AdminClient.delete_records; records each request and the group's committed offsets then."""
+    """An admin client with AdminClient.delete_records that records each request and the group's committed offsets at that moment."""
 
     def __init__(self, settings, group_id: str) -> None:
         self.requests: list[dict[int, int]] = []

@@ -266,9 +266,11 @@ class RedactingProducer:
         logger.info("%s: sent %s", STAGE, self.counts.to_json())
 
     def _send_pending(self) -> None:
-        pending, self._pending_requests = self._pending_requests, []
+        pending = self._pending_requests
         if pending:
+            # A RedactionError leaves the requests buffered, so a later flush can retry them.
             outcomes = redact_requests(self.redactor, [raw for raw, _ in pending])
+            self._pending_requests = []
             for (raw, origin), outcome in zip(pending, outcomes, strict=True):
                 self._send_outcome(outcome, origin)
         feedback, self._pending_feedback = self._pending_feedback, []
