@@ -1,9 +1,10 @@
-"""``driftloop models``: list, show, register, promote and roll back model versions."""
+"""``driftloop models``: list, show, register, promote and roll back model versions, and guard the champion."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,23 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     rollback.add_argument("--reason", default="rolled back from the command line", help="Reason recorded in the history and audit topic")
     _add_json_flag(rollback)
     rollback.set_defaults(handler=rollback_handler)
+
+    guard = commands.add_parser(
+        "guard",
+        help="Roll back the champion when its online accuracy falls below the previous champion's, checking periodically",
+    )
+    guard.add_argument("--window", type=int, default=500, help="Joined feedback each version needs before the two are compared (default 500)")
+    guard.add_argument(
+        "--margin",
+        type=float,
+        default=0.02,
+        help="Accuracy the champion may lose against the previous champion before it is rolled back, as a fraction (default 0.02)",
+    )
+    guard.add_argument("--interval", type=float, default=30.0, help="Seconds between checks (default 30)")
+    guard.add_argument("--max-checks", type=int, help="Stop after this many checks (default: run until SIGTERM or Ctrl-C)")
+    guard.add_argument("--once", action="store_true", help="Run one check, print its decision and exit")
+    _add_json_flag(guard)
+    guard.set_defaults(handler=guard_handler)
 
 
 def _add_json_flag(parser: argparse.ArgumentParser) -> None:
@@ -118,7 +136,71 @@ def rollback_handler(args: argparse.Namespace) -> int:
     return _report_change(args, change, pending)
 
 
+def guard_handler(args: argparse.Namespace) -> int:
+    from driftloop.commands import install_stop_handlers
+    from driftloop.infra.clients import make_redis
+    from driftloop.registry.guardrail import run_guardrail, run_guardrail_loop
+
+    policy = _guardrail_policy(args)
+    settings = load_settings(getattr(args, "config", None))
+    client = make_redis(settings)
+    try:
+        with _open_registry(args) as registry:
+            if args.once:
+                return _report_guardrail(args, run_guardrail(registry, client, policy))
+            stop = threading.Event()
+            install_stop_handlers(stop.set, settings.shutdown_timeout_s)
+            rollbacks = run_guardrail_loop(
+                registry, client, policy, interval_s=args.interval, max_checks=args.max_checks, stop=stop
+            )
+    finally:
+        client.close()
+    if args.json:
+        _print_json({"rollbacks": rollbacks})
+    else:
+        print(f"guardrail stopped after {rollbacks} rollbacks")
+    return 0
+
+
 # Helpers.
+
+
+def _guardrail_policy(args: argparse.Namespace):
+    from driftloop.registry.guardrail import GuardrailPolicy
+
+    if args.interval <= 0:
+        raise ConfigError(f"--interval must be positive, got {args.interval}")
+    if args.max_checks is not None and args.max_checks < 1:
+        raise ConfigError(f"--max-checks must be at least 1, got {args.max_checks}")
+    try:
+        return GuardrailPolicy(window=args.window, margin=args.margin)
+    except ValueError as exc:
+        raise ConfigError(f"invalid --window or --margin: {exc}") from exc
+
+
+def _report_guardrail(args: argparse.Namespace, outcome) -> int:
+    decision = outcome.decision
+    if args.json:
+        _print_json(
+            {
+                "verdict": decision.verdict.value,
+                "reason": decision.reason,
+                "champion": _accuracy_json(decision.champion),
+                "previous": _accuracy_json(decision.previous),
+                "rollback": outcome.rollback.to_json() if outcome.rollback is not None else None,
+            }
+        )
+    else:
+        print(f"{decision.verdict.value}: {decision.reason}")
+        if outcome.rollback is not None:
+            print(f"rollback: champion is now version {outcome.rollback.version} (was {outcome.rollback.previous})")
+    return 0
+
+
+def _accuracy_json(accuracy) -> dict[str, Any] | None:
+    if accuracy is None:
+        return None
+    return {"version": accuracy.version, "joined": accuracy.joined, "correct": accuracy.correct, "accuracy": accuracy.accuracy}
 
 
 def _open_registry(args: argparse.Namespace):

@@ -2,7 +2,8 @@
 
 Online accuracy comes from joined feedback, counted per model version in the Redis
 hashes ``{prefix}metrics:v{version}`` (fields ``n`` and ``correct``) by the feedback
-join. :func:`decide` is pure; :func:`run_guardrail` reads the counts and rolls back.
+join. :func:`decide` is pure; :func:`run_guardrail` reads the counts and rolls back,
+and :func:`run_guardrail_loop` repeats that check at a fixed interval.
 
 NOTE: the counts are totals over a version's whole life, not a sliding window. A
 version promoted a second time is judged on its earlier traffic too.
@@ -11,6 +12,9 @@ version promoted a second time is judged on its earlier traffic too.
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -21,6 +25,8 @@ from driftloop.registry.records import ChampionChange
 from driftloop.registry.registry import ModelRegistry
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_INTERVAL_S = 30.0
 
 
 class Verdict(StrEnum):
@@ -130,3 +136,63 @@ def run_guardrail(registry: ModelRegistry, client: redis.Redis, policy: Guardrai
         return GuardrailOutcome(decision, None)
     return GuardrailOutcome(decision, change)
 
+
+def run_guardrail_loop(
+    registry: ModelRegistry,
+    client: redis.Redis,
+    policy: GuardrailPolicy,
+    *,
+    interval_s: float = DEFAULT_INTERVAL_S,
+    max_checks: int | None = None,
+    stop: threading.Event | None = None,
+    on_outcome: Callable[[GuardrailOutcome], None] | None = None,
+) -> int:
+    """Run :func:`run_guardrail` every ``interval_s`` seconds and return the number of rollbacks.
+
+    The loop ends when ``stop`` is set or after ``max_checks`` checks (None: no limit).
+    A check that fails with ServiceError (Redis or the broker unreachable) is logged
+    and the next one runs on schedule. The failure is logged once until a check
+    succeeds again. ``on_outcome`` receives the outcome of every check that succeeded.
+    """
+    if interval_s <= 0:
+        raise ValueError(f"interval_s must be positive, got {interval_s}")
+    if max_checks is not None and max_checks < 1:
+        raise ValueError(f"max_checks must be at least 1 or None, got {max_checks}")
+    stop = stop or threading.Event()
+    checks = rollbacks = 0
+    logger.info(
+        "guardrail checking every %.1f s: window %d joined feedback, margin %.4f", interval_s, policy.window, policy.margin
+    )
+    failing = False
+    last_state: tuple[Verdict, int | None] | None = None
+    while not stop.is_set() and (max_checks is None or checks < max_checks):
+        started = time.monotonic()
+        checks += 1
+        try:
+            outcome = run_guardrail(registry, client, policy)
+        except ServiceError as exc:
+            if not failing:
+                logger.warning("guardrail check failed; next check in %.1f s: %s", interval_s, exc)
+            failing = True
+        else:
+            if failing:
+                logger.info("guardrail checks succeed again")
+            failing = False
+            rollbacks += outcome.rollback is not None
+            last_state = _log_if_changed(outcome, last_state)
+            if on_outcome is not None:
+                on_outcome(outcome)
+        if max_checks is not None and checks >= max_checks:
+            break
+        stop.wait(max(0.0, interval_s - (time.monotonic() - started)))
+    logger.info("guardrail stopped after %d checks and %d rollbacks", checks, rollbacks)
+    return rollbacks
+
+
+def _log_if_changed(outcome: GuardrailOutcome, last_state: tuple[Verdict, int | None] | None) -> tuple[Verdict, int | None]:
+    """Log a check's verdict at INFO when it or the judged version changed; return the new state."""
+    decision = outcome.decision
+    state = (decision.verdict, decision.champion.version if decision.champion is not None else None)
+    if state != last_state:
+        logger.info("guardrail verdict %s for version %s: %s", decision.verdict.value, state[1], decision.reason)
+    return state
