@@ -19,7 +19,10 @@ START_MS = 1_700_000_000_000
 
 def request(index: int) -> InferenceRequest:
     return InferenceRequest(
-        request_id=f"r{index}", event_time_ms=START_MS + index, text=f"where is my card {index}", attributes={"segment": "retail"}
+        request_id=f"r{index}",
+        event_time_ms=START_MS + index,
+        text=f"where is my card {index}",
+        attributes={"segment": "retail"},
     )
 
 
@@ -45,7 +48,9 @@ def write_sample(path: Path, count: int = 4) -> Path:
             writer.add_event("requests", request(index), timestamp_ms=START_MS + index, partition=index % 2)
             writer.add_event("predictions", prediction(index, 1 + index % 2), timestamp_ms=START_MS + index + 3)
             feedback = Feedback(request_id=f"r{index}", label="card_arrival", event_time_ms=START_MS + index + 5)
-            writer.add_event("feedback", feedback, timestamp_ms=START_MS + index + 5, headers=(("origin", b"app"), ("empty", None)))
+            writer.add_event(
+                "feedback", feedback, timestamp_ms=START_MS + index + 5, headers=(("origin", b"app"), ("empty", None))
+            )
         writer.finish()
     return path
 
@@ -175,15 +180,27 @@ BAD_RECORDINGS = {
         "unknown schema version 3 in the",
     ),
     "header counts": (drop_line(13), 1, r"counts do not match .*feedback: header 4, file 3"),
-    "header model versions": (edit_json(1, lambda d: set_path(d, ("model_versions",), [1])), 1, r"model versions \[1\].*\[1, 2\]"),
-    "timestamp outside header": (edit_json(4, lambda d: set_path(d, ("timestamp_ms",), START_MS + 999)), 4, "outside the header's range"),
+    "header model versions": (
+        edit_json(1, lambda d: set_path(d, ("model_versions",), [1])),
+        1,
+        r"model versions \[1\].*\[1, 2\]",
+    ),
+    "timestamp outside header": (
+        edit_json(4, lambda d: set_path(d, ("timestamp_ms",), START_MS + 999)),
+        4,
+        "outside the header's range",
+    ),
     "offsets out of order": (
         edit_json(8, lambda d: set_path(d, ("offset",), 0)),
         8,
         r"offset 0 of requests\[0\] is not after offset 0 on line 2",
     ),
     "format version": (edit_json(1, lambda d: set_path(d, ("format_version",), 9)), 1, "unsupported format_version 9"),
-    "invalid event": (edit_json(2, lambda d: set_path(d, ("value", "text"), "  ")), 2, "invalid InferenceRequest event: text"),
+    "invalid event": (
+        edit_json(2, lambda d: set_path(d, ("value", "text"), "  ")),
+        2,
+        "invalid InferenceRequest event: text",
+    ),
     "unknown topic": (edit_json(2, lambda d: set_path(d, ("topic",), "requests.raw")), 2, "invalid record: topic"),
     "second header": (copy_header_to_line_3, 3, "a second header"),
 }

@@ -48,7 +48,10 @@ def scenario(driftloop_stack: Settings, shared_data: Path, tmp_path_factory: pyt
     rows = banking77_rows(shared_data)
     train, stream = rows[:200], rows[200:]
     texts, labels = [text for text, _ in train], [label for _, label in train]
-    models = {version: train_tiny_artifact(workdir / f"model-{version}", texts, labels, seed=version - 1) for version in (1, 2)}
+    models = {
+        version: train_tiny_artifact(workdir / f"model-{version}", texts, labels, seed=version - 1)
+        for version in (1, 2)
+    }
     recording_path = write_labelled_recording(
         workdir / "stream.jsonl.gz",
         [(text, None if index % 4 == 3 else label) for index, (text, label) in enumerate(stream)],
@@ -152,7 +155,9 @@ def test_replay_keeps_order_per_partition(scenario: dict) -> None:
     """Every partition of a lane's requests topic holds its requests in recorded order."""
     result, settings = scenario["first"], scenario["settings"]
     topic = f"{result.outcome.topic_prefix}v1.{REQUESTS}"
-    consumer = Consumer(settings.kafka_client_config(**{"group.id": f"check-{uuid.uuid4().hex[:8]}", "enable.partition.eof": True}))
+    consumer = Consumer(
+        settings.kafka_client_config(**{"group.id": f"check-{uuid.uuid4().hex[:8]}", "enable.partition.eof": True})
+    )
     consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING) for partition in range(settings.partitions)])
     by_partition: dict[int, list[str]] = {}
     ended: set[int] = set()
@@ -208,8 +213,12 @@ def test_topics_removed_unless_kept(scenario: dict) -> None:
     ],
     ids=["cut inside the records", "cut inside the header"],
 )
-def test_bad_recording_publishes_nothing(driftloop_settings: Settings, driftloop_replay, tmp_path: Path, damage, message) -> None:
-    path = write_labelled_recording(tmp_path / "bad.jsonl.gz", [(f"card {i} lost", "lost_or_stolen_card") for i in range(20)])
+def test_bad_recording_publishes_nothing(
+    driftloop_settings: Settings, driftloop_replay, tmp_path: Path, damage, message
+) -> None:
+    path = write_labelled_recording(
+        tmp_path / "bad.jsonl.gz", [(f"card {i} lost", "lost_or_stolen_card") for i in range(20)]
+    )
     path.write_bytes(damage(path.read_bytes()))
 
     # The model directory does not exist: the recording is validated before the models are looked at.

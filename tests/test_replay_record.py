@@ -42,15 +42,30 @@ def source(driftloop_settings: Settings) -> Settings:
     producer = make_producer(settings)
     for index in range(REQUESTS_SENT):
         sent_ms = START_MS + index * 1000
-        request = InferenceRequest(request_id=f"r{index:02d}", event_time_ms=sent_ms, text=f"card {index} has not arrived")
+        request = InferenceRequest(
+            request_id=f"r{index:02d}", event_time_ms=sent_ms, text=f"card {index} has not arrived"
+        )
         key = request.request_id.encode()
-        producer.produce(settings.topic(REQUESTS), key=key, value=encode_event(request), timestamp=sent_ms, headers=[("origin", b"app")])
-        producer.produce(settings.topic(REQUESTS_RAW), key=key, value=b'{"text": "Call Ana at 555-0100"}', timestamp=sent_ms)
+        producer.produce(
+            settings.topic(REQUESTS),
+            key=key,
+            value=encode_event(request),
+            timestamp=sent_ms,
+            headers=[("origin", b"app")],
+        )
+        producer.produce(
+            settings.topic(REQUESTS_RAW), key=key, value=b'{"text": "Call Ana at 555-0100"}', timestamp=sent_ms
+        )
         if index < FEEDBACK_SENT:
             feedback = Feedback(request_id=request.request_id, label="card_arrival", event_time_ms=sent_ms + 500)
             producer.produce(settings.topic(FEEDBACK), key=key, value=encode_event(feedback), timestamp=sent_ms + 500)
         if index < PREDICTIONS_SENT:
-            producer.produce(settings.topic(PREDICTIONS), key=key, value=encode_event(prediction(request, 3 + index % 2)), timestamp=sent_ms + 100)
+            producer.produce(
+                settings.topic(PREDICTIONS),
+                key=key,
+                value=encode_event(prediction(request, 3 + index % 2)),
+                timestamp=sent_ms + 100,
+            )
     producer.produce(settings.topic(REQUESTS), key=b"broken", value=b"{not json", timestamp=START_MS + 99_000)
     assert producer.flush(30) == 0
     return settings
@@ -147,7 +162,7 @@ def test_record_predictions_and_versions(source: Settings, tmp_path: Path) -> No
 
 
 def test_record_rejects_raw_topic(source: Settings, tmp_path: Path) -> None:
-    with pytest.raises(ReplayError, match="'requests.raw' holds raw, unredacted text and can never be recorded"):
+    with pytest.raises(ReplayError, match="'requests.raw' contains raw, unredacted text and can never be recorded"):
         record(source, tmp_path / "raw.jsonl.gz", topics=[REQUESTS, REQUESTS_RAW])
 
     assert not (tmp_path / "raw.jsonl.gz").exists()
@@ -173,7 +188,9 @@ def test_cli_record_rejects_raw_topic(source: Settings, tmp_path: Path, monkeypa
     config = write_config(source, tmp_path / "config.yaml")
     monkeypatch.setenv("DRIFTLOOP_CONFIG", str(config))
 
-    code = driftloop.cli.main(["--config", str(config), "record", "--out", str(tmp_path / "raw.jsonl.gz"), "--topic", "requests.raw"])
+    code = driftloop.cli.main(
+        ["--config", str(config), "record", "--out", str(tmp_path / "raw.jsonl.gz"), "--topic", "requests.raw"]
+    )
 
     assert code == 2
     assert "can never be recorded" in capsys.readouterr().err
@@ -186,13 +203,27 @@ def test_cli_record_then_replay(source: Settings, tmp_path: Path, monkeypatch, c
     add_replay_commands(monkeypatch)
     config = write_config(source, tmp_path / "config.yaml")
     monkeypatch.setenv("DRIFTLOOP_CONFIG", str(config))
-    model = train_tiny_artifact(tmp_path / "model", ["card has not arrived", "exchange rate today"], ["card_arrival", "exchange_rate"])
+    model = train_tiny_artifact(
+        tmp_path / "model", ["card has not arrived", "exchange rate today"], ["card_arrival", "exchange_rate"]
+    )
     capture = tmp_path / "capture.jsonl.gz"
 
     record_code = driftloop.cli.main(["--config", str(config), "record", "--out", str(capture), "--predictions"])
     record_output = capsys.readouterr().out
     replay_code = driftloop.cli.main(
-        ["--config", str(config), "replay", str(capture), "--model", f"7={model}", "--speed", "max", "--json", "--timeout", "120"]
+        [
+            "--config",
+            str(config),
+            "replay",
+            str(capture),
+            "--model",
+            f"7={model}",
+            "--speed",
+            "max",
+            "--json",
+            "--timeout",
+            "120",
+        ]
     )
     report = json.loads(capsys.readouterr().out)
 

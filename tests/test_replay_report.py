@@ -28,7 +28,9 @@ from driftloop.testing.plugin import (
 START_MS = 1_700_000_000_000
 
 
-def make_prediction(request_id: str, label: str, version: int, confidence: float = 0.9, predicted_at_ms: int = START_MS) -> Prediction:
+def make_prediction(
+    request_id: str, label: str, version: int, confidence: float = 0.9, predicted_at_ms: int = START_MS
+) -> Prediction:
     return Prediction(
         request_id=request_id,
         model_version=version,
@@ -44,7 +46,9 @@ def make_prediction(request_id: str, label: str, version: int, confidence: float
     )
 
 
-def make_result(tmp_path: Path, truth: list[str | None], lanes: dict[str, list[str | None]], drift: DriftSettings | None = None) -> ReplayResult:
+def make_result(
+    tmp_path: Path, truth: list[str | None], lanes: dict[str, list[str | None]], drift: DriftSettings | None = None
+) -> ReplayResult:
     """Build a result of requests req-00000... with ``truth`` labels and each lane's predicted labels (None: missing)."""
     recording = read_recording(
         write_labelled_recording(
@@ -65,7 +69,14 @@ def make_result(tmp_path: Path, truth: list[str | None], lanes: dict[str, list[s
             if label is not None
         }
         outcome_lanes.append(
-            LaneOutcome(name=name, origin="artifact", path=f"/models/{name}", topic_prefix=f"p.{name}.", predictions=predictions, version=version)
+            LaneOutcome(
+                name=name,
+                origin="artifact",
+                path=f"/models/{name}",
+                topic_prefix=f"p.{name}.",
+                predictions=predictions,
+                version=version,
+            )
         )
     outcome = ReplayOutcome(
         recording=recording,
@@ -75,6 +86,7 @@ def make_result(tmp_path: Path, truth: list[str | None], lanes: dict[str, list[s
         speed=None,
         seed=0,
         seconds=1.0,
+        predictions_seconds=0.8,
         complete=True,
     )
     settings = load_settings(None, drift=drift or DriftSettings(enabled=False))
@@ -92,9 +104,19 @@ def test_lane_accuracy_per_class_and_group(tmp_path: Path) -> None:
     assert lane["labelled"] == 4
     assert lane["correct"] == 3
     assert lane["accuracy"] == pytest.approx(0.75)
-    assert lane["per_class"]["x"] == {"support": 2, "predicted": 1, "correct": 1, "precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3)}
+    assert lane["per_class"]["x"] == {
+        "support": 2,
+        "predicted": 1,
+        "correct": 1,
+        "precision": 1.0,
+        "recall": 0.5,
+        "f1": pytest.approx(2 / 3),
+    }
     assert lane["per_class"]["y"]["precision"] == pytest.approx(2 / 3)
-    assert lane["per_group"] == {"a": {"n": 2, "correct": 2, "accuracy": 1.0}, "b": {"n": 2, "correct": 1, "accuracy": 0.5}}
+    assert lane["per_group"] == {
+        "a": {"n": 2, "correct": 2, "accuracy": 1.0},
+        "b": {"n": 2, "correct": 1, "accuracy": 0.5},
+    }
     assert lane["latency_ms"]["p50"] == 30.0
     assert lane["latency_ms"]["max"] == 50.0
 
@@ -204,13 +226,31 @@ def test_recorded_lane_swaps(tmp_path: Path) -> None:
     with RecordingWriter(path) as writer:
         for index, version in enumerate([1, 1, 2, 2, 1]):
             request_id = f"r{index}"
-            writer.add_event("requests", InferenceRequest(request_id=request_id, event_time_ms=START_MS, text="t"), timestamp_ms=START_MS + index)
+            writer.add_event(
+                "requests",
+                InferenceRequest(request_id=request_id, event_time_ms=START_MS, text="t"),
+                timestamp_ms=START_MS + index,
+            )
             writer.add_event("predictions", make_prediction(request_id, "x", version), timestamp_ms=START_MS + index)
-            writer.add_event("feedback", Feedback(request_id=request_id, label="x", event_time_ms=START_MS), timestamp_ms=START_MS + index)
+            writer.add_event(
+                "feedback",
+                Feedback(request_id=request_id, label="x", event_time_ms=START_MS),
+                timestamp_ms=START_MS + index,
+            )
         writer.finish()
     recording = read_recording(path)
     lane = recorded_lane(recording)
-    outcome = ReplayOutcome(recording, (lane,), PublishStats(), "p.", None, 0, 0.0, True)
+    outcome = ReplayOutcome(
+        recording=recording,
+        lanes=(lane,),
+        publish=PublishStats(),
+        topic_prefix="p.",
+        speed=None,
+        seed=0,
+        seconds=0.0,
+        predictions_seconds=0.0,
+        complete=True,
+    )
     result = ReplayResult.build(outcome, load_settings(None), drift=False)
 
     swaps = result.report["lanes"]["recorded"]["swaps"]
@@ -224,7 +264,9 @@ def test_recorded_lane_swaps(tmp_path: Path) -> None:
 
 
 def test_schedule_scales_recorded_gaps(tmp_path: Path) -> None:
-    recording = read_recording(write_labelled_recording(tmp_path / "s.jsonl.gz", [("a", None), ("b", None), ("c", None)], interval_ms=1000))
+    recording = read_recording(
+        write_labelled_recording(tmp_path / "s.jsonl.gz", [("a", None), ("b", None), ("c", None)], interval_ms=1000)
+    )
 
     assert replay_schedule(recording.events, 1.0) == [0.0, 1.0, 2.0]
     assert replay_schedule(recording.events, 10.0) == [0.0, 0.1, 0.2]

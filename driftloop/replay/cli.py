@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -38,7 +40,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_record(subparsers: argparse._SubParsersAction) -> None:
-    record = subparsers.add_parser("record", help="record redacted topics into a replayable file", description=RECORD_DESCRIPTION)
+    record = subparsers.add_parser(
+        "record", help="record redacted topics into a replayable file", description=RECORD_DESCRIPTION
+    )
     record.add_argument("--out", required=True, metavar="FILE", help="recording file to write, e.g. capture.jsonl.gz")
     record.add_argument(
         "--topic",
@@ -48,20 +52,33 @@ def _add_record(subparsers: argparse._SubParsersAction) -> None:
         "(default: requests and feedback)",
     )
     record.add_argument("--predictions", action="store_true", help="also record the predictions topic")
+
+    # Bounds of the capture.
     record.add_argument(
         "--since",
         metavar="TIME",
         help="earliest record timestamp to include: ISO 8601 such as 2025-01-31T12:00:00Z (UTC when no "
         "offset is given) or milliseconds since the epoch",
     )
-    record.add_argument("--until", metavar="TIME", help="latest record timestamp to include, inclusive; same forms as --since")
-    record.add_argument("--start-offset", type=_non_negative, metavar="OFFSET", help="first offset of each partition to include")
     record.add_argument(
-        "--end-offset", type=_non_negative, metavar="OFFSET", help="offset of each partition where the capture stops, exclusive"
+        "--until", metavar="TIME", help="latest record timestamp to include, inclusive; same forms as --since"
     )
     record.add_argument(
-        "--count", type=_positive, metavar="N", help="record at most N records, all topics together, earliest timestamps first"
+        "--start-offset", type=_non_negative, metavar="OFFSET", help="first offset of each partition to include"
     )
+    record.add_argument(
+        "--end-offset",
+        type=_non_negative,
+        metavar="OFFSET",
+        help="offset of each partition where the capture stops, exclusive",
+    )
+    record.add_argument(
+        "--count",
+        type=_positive,
+        metavar="N",
+        help="record at most N records, all topics together, earliest timestamps first",
+    )
+
     record.add_argument(
         "--timeout",
         type=float,
@@ -74,7 +91,9 @@ def _add_record(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_replay(subparsers: argparse._SubParsersAction) -> None:
-    replay = subparsers.add_parser("replay", help="replay a recording into an isolated pipeline and report", description=REPLAY_DESCRIPTION)
+    replay = subparsers.add_parser(
+        "replay", help="replay a recording into an isolated pipeline and report", description=REPLAY_DESCRIPTION
+    )
     replay.add_argument("file", metavar="FILE", help="recording written by `driftloop record`")
     replay.add_argument(
         "--version",
@@ -91,6 +110,8 @@ def _add_replay(subparsers: argparse._SubParsersAction) -> None:
         help="model artifact directory to serve, stamped as VERSION on its predictions (default 0); repeat "
         "with distinct versions to serve several",
     )
+
+    # How to replay.
     replay.add_argument(
         "--speed",
         default="1",
@@ -98,8 +119,15 @@ def _add_replay(subparsers: argparse._SubParsersAction) -> None:
         help="pace of publishing: 1 keeps the recorded delays between events, 10 makes them 10 times "
         "shorter, max publishes as fast as possible (default 1)",
     )
-    replay.add_argument("--workers", type=_positive, default=1, metavar="N", help="inference worker processes per version (default 1)")
-    replay.add_argument("--seed", type=int, default=0, help="torch seed, set before the models are loaded (default 0)")
+    replay.add_argument(
+        "--workers", type=_positive, default=1, metavar="N", help="inference worker processes per version (default 1)"
+    )
+    replay.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="torch seed of every worker process, set before it loads its model (default 0)",
+    )
     replay.add_argument(
         "--timeout",
         type=float,
@@ -107,11 +135,21 @@ def _add_replay(subparsers: argparse._SubParsersAction) -> None:
         metavar="SECONDS",
         help="after publishing, wait at most this many seconds for every prediction and join (default 600)",
     )
+
+    # The report.
     replay.add_argument(
-        "--examples", type=_non_negative, default=10, metavar="N", help="request ids listed per flip or right/wrong list (default 10)"
+        "--examples",
+        type=_non_negative,
+        default=10,
+        metavar="N",
+        help="request ids listed per flip or right/wrong list (default 10)",
     )
-    replay.add_argument("--no-drift", action="store_true", help="do not run the drift detectors over the replayed predictions")
-    replay.add_argument("--keep-topics", action="store_true", help="keep the replay's topics and Redis keys (default: delete them)")
+    replay.add_argument(
+        "--no-drift", action="store_true", help="do not run the drift detectors over the replayed predictions"
+    )
+    replay.add_argument(
+        "--keep-topics", action="store_true", help="keep the replay's topics and Redis keys (default: delete them)"
+    )
     replay.add_argument("--check", action="store_true", help="only validate FILE and print its header; publish nothing")
     replay.add_argument("--json", action="store_true", help="print the report as JSON instead of text")
     replay.add_argument("--html", metavar="FILE", help="also write the report as a self-contained HTML page to FILE")
@@ -142,7 +180,9 @@ def parse_time_ms(text: str, option: str) -> int:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError as exc:
-        raise ConfigError(f"{option} {text!r}: expected ISO 8601, such as 2025-01-31T12:00:00Z, or milliseconds since the epoch") from exc
+        raise ConfigError(
+            f"{option} {text!r}: expected ISO 8601, such as 2025-01-31T12:00:00Z, or milliseconds since the epoch"
+        ) from exc
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return int(moment.timestamp() * 1000)
@@ -185,7 +225,8 @@ def record_handler(args: argparse.Namespace) -> int:
         raise ConfigError(f"invalid bounds: {exc}") from exc
     header = record(settings, args.out, topics=topics, bounds=bounds, timeout_s=args.timeout, overwrite=args.force)
     counts = ", ".join(f"{topic} {count}" for topic, count in header.counts.items())
-    print(f"recorded {header.total} records ({counts}) from {settings.bootstrap} under {settings.topic_prefix!r} into {args.out}")
+    source = f"{settings.bootstrap} under prefix {settings.topic_prefix!r}"
+    print(f"recorded {header.total} records ({counts}) from {source} into {args.out}")
     if header.skipped_invalid:
         print(f"left out {header.skipped_invalid} records that failed validation; see the warnings above")
     return 0
@@ -199,18 +240,18 @@ def replay_handler(args: argparse.Namespace) -> int:
     recording = read_recording(args.file)
     if args.check:
         header = recording.header
-        print(f"{args.file}: valid, {header.total} records {dict(header.counts)}, model versions {header.model_versions}")
+        print(
+            f"{args.file}: valid, {header.total} records {dict(header.counts)}, model versions {header.model_versions}"
+        )
         return 0
-    with _stack(settings):
+    with _embedded_stack(settings):
         return _replay(settings, args, recording, speed)
 
 
 def _replay(settings: Settings, args: argparse.Namespace, recording, speed: float | None) -> int:
-    from driftloop.commands import configure_torch
     from driftloop.replay.lanes import parse_model_spec, resolve_models
     from driftloop.replay.runner import ReplayOptions, run_replay
 
-    configure_torch(settings)
     choices = resolve_models(settings, args.version or (), [parse_model_spec(spec) for spec in args.model or ()])
     options = ReplayOptions(
         speed=speed,
@@ -232,23 +273,19 @@ def _replay(settings: Settings, args: argparse.Namespace, recording, speed: floa
     return 0 if result.outcome.complete else 1
 
 
-class _stack:
-    """Start the embedded stack for the replay if it is configured and not running, and stop it after."""
+@contextmanager
+def _embedded_stack(settings: Settings) -> Iterator[None]:
+    """Start the embedded stack if it is configured and not running, and stop it afterwards."""
+    from driftloop.infra.stack import EmbeddedStack
 
-    def __init__(self, settings: Settings) -> None:
-        from driftloop.infra.stack import EmbeddedStack
-
-        self.stack = EmbeddedStack(settings) if settings.embedded else None
-        self.started = False
-
-    def __enter__(self) -> _stack:
-        if self.stack is not None and not (self.stack.broker_healthy(1.0) and self.stack.redis_healthy(1.0)):
-            for line in self.stack.up():
-                logger.info("%s", line)
-            self.started = True
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self.started and self.stack is not None:
-            for line in self.stack.down():
-                logger.info("%s", line)
+    stack = EmbeddedStack(settings) if settings.embedded else None
+    if stack is None or (stack.broker_healthy(1.0) and stack.redis_healthy(1.0)):
+        yield
+        return
+    for line in stack.up():
+        logger.info("%s", line)
+    try:
+        yield
+    finally:
+        for line in stack.down():
+            logger.info("%s", line)

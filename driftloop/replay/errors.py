@@ -1,8 +1,8 @@
 """Exceptions of the replay package, under :class:`driftloop.errors.DriftloopError`::
 
-    DriftloopError
-    └── ReplayError          a recording could not be made, or a replay could not run
-        └── RecordingError   a recording file is missing, truncated or invalid
+DriftloopError
+└── ReplayError          a recording could not be made, or a replay could not run
+    └── RecordingError   a recording file is missing, truncated or invalid
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """The recording file format: gzip-compressed JSON Lines, a header line, then one line per record.
 
-Line 1 is the header (:class:`RecordingHeader`): format version, schema version of each
-recorded topic, the source broker, prefix and topics, the bounds of the capture, the
-pipeline's settings with secrets masked, the model versions seen in recorded
-predictions, and the number of records of each topic. Every further line is one
-Kafka record (:class:`RecordLine`): the topic's short name (``requests``,
-``feedback`` or ``predictions``), partition, offset, timestamp, key, headers and the
-event as a JSON object.
+Line 1 is the header (:class:`RecordingHeader`). It names the format version, the
+schema version of each recorded topic, the source broker, prefix and topics, and the
+bounds of the capture. It also stores the pipeline's settings with secrets masked,
+the model versions seen in recorded predictions, and the number of records of each
+topic. Every further line is one Kafka record (:class:`RecordLine`): the topic's
+short name (``requests``, ``feedback`` or ``predictions``), partition, offset,
+timestamp, key, headers and the event as a JSON object.
 
 Records are in replay order. Within one topic partition they keep their offset order,
 so records with the same key keep their order too. Across partitions they are merged
@@ -39,7 +39,7 @@ EVENT_MODELS: dict[str, type[InferenceRequest] | type[Feedback] | type[Predictio
     FEEDBACK: Feedback,
     PREDICTIONS: Prediction,
 }
-# Topics that a replay publishes again; recorded predictions are only compared with.
+# Topics that a replay publishes again. Recorded predictions are not published; the report compares them.
 REPLAYED_TOPICS = (REQUESTS, FEEDBACK)
 
 Event = InferenceRequest | Feedback | Prediction
@@ -49,7 +49,7 @@ def check_recordable(topic: str) -> str:
     """Return ``topic`` if it may be recorded; raise ReplayError naming the rule otherwise."""
     if topic == REQUESTS_RAW:
         raise ReplayError(
-            f"topic {REQUESTS_RAW!r} holds raw, unredacted text and can never be recorded; "
+            f"topic {REQUESTS_RAW!r} contains raw, unredacted text and can never be recorded; "
             f"record {REQUESTS!r}, which holds the redacted requests"
         )
     if topic not in RECORDABLE_TOPICS:
@@ -69,7 +69,7 @@ class TopicInfo(_Frozen):
 
 
 class SourceInfo(_Frozen):
-    """Where the records came from."""
+    """Source of the records: the broker, the topic prefix and the recorded topics."""
 
     bootstrap: str = Field(description="Bootstrap servers of the source broker; empty for a written recording")
     topic_prefix: str
@@ -82,7 +82,9 @@ class Bounds(_Frozen):
     since_ms: int | None = Field(None, description="Earliest record timestamp, ms since the epoch, inclusive")
     until_ms: int | None = Field(None, description="Latest record timestamp, ms since the epoch, inclusive")
     start_offset: int | None = Field(None, ge=0, description="First offset of each partition, inclusive")
-    end_offset: int | None = Field(None, ge=0, description="Offset of each partition where the capture stops, exclusive")
+    end_offset: int | None = Field(
+        None, ge=0, description="Offset of each partition where the capture stops, exclusive"
+    )
     count: int | None = Field(None, ge=1, description="Maximum records, all topics together")
 
 

@@ -89,8 +89,15 @@ def _run_table(recording: dict[str, Any], replay: dict[str, Any]) -> str:
         ["speed", "as fast as possible" if replay["speed"] == "max" else f"{replay['speed']}x recorded"],
         ["seed", replay["seed"]],
         ["replay prefix", replay["topic_prefix"]],
-        ["events published", f"{replay['events_published']} in {replay['publish_seconds']:.2f} s ({replay['events_per_s']:.0f}/s)"],
-        ["end to end", f"{replay['seconds']:.1f} s"],
+        [
+            "events published",
+            f"{replay['events_published']} in {replay['publish_seconds']:.2f} s ({replay['events_per_s']:.0f}/s)",
+        ],
+        [
+            "every request predicted after",
+            "-" if replay["predictions_seconds"] is None else f"{replay['predictions_seconds']:.1f} s",
+        ],
+        ["every feedback joined after", f"{replay['seconds']:.1f} s"],
     ]
     return _table(["run", ""], rows) + f"<p>Status: {status}</p>"
 
@@ -107,11 +114,29 @@ def _lanes_table(lanes: dict[str, Any]) -> str:
                 lane["labelled"],
                 _percent(lane["accuracy"]),
                 "-" if lane["confidence"]["mean"] is None else f"{lane['confidence']['mean']:.3f}",
-                "-" if latency["p50"] is None else f"{latency['p50']:.0f} / {latency['p95']:.0f} / {latency['p99']:.0f}",
+                "-"
+                if latency["p50"] is None
+                else f"{latency['p50']:.0f} / {latency['p95']:.0f} / {latency['p99']:.0f}",
                 len(lane["drift_alarms"]) if lane["drift_checked"] else "not checked",
             ]
         )
-    return _table(["lane", "origin", "predicted", "labelled", "accuracy", "mean confidence", "latency p50/p95/p99 ms", "drift alarms"], rows)
+    return _table(
+        [
+            "lane",
+            "origin",
+            "predicted",
+            "labelled",
+            "accuracy",
+            "mean confidence",
+            "latency p50/p95/p99 ms",
+            "drift alarms",
+        ],
+        rows,
+    )
+
+
+def _svg_open(width: int, height: int, label: str) -> str:
+    return f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="{_e(label)}">'
 
 
 def _accuracy_plot(report: dict[str, Any], colors: dict[str, str]) -> str:
@@ -125,11 +150,16 @@ def _accuracy_plot(report: dict[str, Any], colors: dict[str, str]) -> str:
     def y(value: float) -> float:
         return MARGIN_TOP + inner_h * (1.0 - value)
 
-    parts = [f'<svg width="{PLOT_WIDTH}" height="{PLOT_HEIGHT}" viewBox="0 0 {PLOT_WIDTH} {PLOT_HEIGHT}" role="img" aria-label="accuracy over the stream">']
+    parts = [_svg_open(PLOT_WIDTH, PLOT_HEIGHT, "accuracy over the stream")]
     for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
-        parts.append(f'<line x1="{MARGIN_LEFT}" x2="{PLOT_WIDTH - MARGIN_RIGHT}" y1="{y(tick):.1f}" y2="{y(tick):.1f}" stroke="#eee"/>')
+        parts.append(
+            f'<line x1="{MARGIN_LEFT}" x2="{PLOT_WIDTH - MARGIN_RIGHT}" y1="{y(tick):.1f}" y2="{y(tick):.1f}" stroke="#eee"/>'
+        )
         parts.append(f'<text x="{MARGIN_LEFT - 6}" y="{y(tick) + 4:.1f}" text-anchor="end">{int(tick * 100)}%</text>')
-    parts.append(f'<text x="{MARGIN_LEFT + inner_w / 2:.0f}" y="{PLOT_HEIGHT - 6}" text-anchor="middle">request position in the stream (0 to {total})</text>')
+    parts.append(
+        f'<text x="{MARGIN_LEFT + inner_w / 2:.0f}" y="{PLOT_HEIGHT - 6}" text-anchor="middle">'
+        f"request position in the stream (0 to {total})</text>"
+    )
     for name, lane in report["lanes"].items():
         color = colors[name]
         for swap in lane["swaps"]:
@@ -147,7 +177,10 @@ def _accuracy_plot(report: dict[str, Any], colors: dict[str, str]) -> str:
             )
         points = " ".join(f"{x(p):.1f},{y(v):.1f}" for p, v in lane["accuracy_over_stream"])
         if points:
-            parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.6" points="{points}"><title>{_e(name)}</title></polyline>')
+            parts.append(
+                f'<polyline fill="none" stroke="{color}" stroke-width="1.6" points="{points}">'
+                f"<title>{_e(name)}</title></polyline>"
+            )
     for index, name in enumerate(report["lanes"]):
         lx = MARGIN_LEFT + 10 + 110 * index
         parts.append(f'<rect x="{lx}" y="{MARGIN_TOP + 4}" width="12" height="4" fill="{colors[name]}"/>')
@@ -164,10 +197,12 @@ def _class_plot(lanes: dict[str, Any], colors: dict[str, str]) -> str:
     group_h = bar * len(lanes) + gap
     height = MARGIN_TOP + group_h * len(labels) + 10
     inner_w = PLOT_WIDTH - label_w - MARGIN_RIGHT - 40
-    parts = [f'<svg width="{PLOT_WIDTH}" height="{height}" viewBox="0 0 {PLOT_WIDTH} {height}" role="img" aria-label="recall per class">']
+    parts = [_svg_open(PLOT_WIDTH, height, "recall per class")]
     for row, label in enumerate(labels):
         top = MARGIN_TOP + row * group_h
-        parts.append(f'<text x="{label_w - 6}" y="{top + bar * len(lanes) / 2 + 4:.1f}" text-anchor="end">{_e(label)}</text>')
+        parts.append(
+            f'<text x="{label_w - 6}" y="{top + bar * len(lanes) / 2 + 4:.1f}" text-anchor="end">{_e(label)}</text>'
+        )
         for index, (name, lane) in enumerate(lanes.items()):
             figures = lane["per_class"].get(label)
             recall = figures["recall"] if figures and figures["recall"] is not None else 0.0
@@ -181,10 +216,14 @@ def _class_plot(lanes: dict[str, Any], colors: dict[str, str]) -> str:
 
 
 def _lane_details(name: str, lane: dict[str, Any]) -> str:
-    parts = [f"<h3>Lane {_e(name)}</h3>", f"<p>{_e(lane['origin'])}: <code>{_e(lane['path'])}</code>, "
-             f"topics under <code>{_e(lane['topic_prefix'])}</code></p>"]
+    parts = [
+        f"<h3>Lane {_e(name)}</h3>",
+        f"<p>{_e(lane['origin'])}: <code>{_e(lane['path'])}</code>, "
+        f"topics under <code>{_e(lane['topic_prefix'])}</code></p>",
+    ]
     if lane["missing"]:
-        parts.append(f'<p class="bad">{lane["missing"]} requests without a prediction, first: {_e(", ".join(lane["missing_examples"]))}</p>')
+        first = _e(", ".join(lane["missing_examples"]))
+        parts.append(f'<p class="bad">{lane["missing"]} requests without a prediction, first: {first}</p>')
     class_rows = [
         [label, c["support"], c["predicted"], _percent(c["precision"]), _percent(c["recall"]), _percent(c["f1"])]
         for label, c in lane["per_class"].items()
@@ -196,7 +235,10 @@ def _lane_details(name: str, lane: dict[str, Any]) -> str:
         group_rows = [[group, g["n"], _percent(g["accuracy"])] for group, g in lane["per_group"].items()]
         parts.append(_table([lane["group_attribute"], "labelled", "accuracy"], group_rows))
     if lane["drift_alarms"]:
-        alarm_rows = [[a["detector"], a["signal"], a["position"], a["request_id"], f"{a['statistic']:.4f}"] for a in lane["drift_alarms"]]
+        alarm_rows = [
+            [a["detector"], a["signal"], a["position"], a["request_id"], f"{a['statistic']:.4f}"]
+            for a in lane["drift_alarms"]
+        ]
         parts.append(_table(["drift detector", "signal", "request position", "request id", "statistic"], alarm_rows))
     return "".join(parts)
 

@@ -1,9 +1,10 @@
 """The model versions a replay serves, each in a lane of its own.
 
 A lane is one model version with a pipeline of its own under ``{run prefix}v{n}.``:
-its requests, feedback and predictions topics, inference workers and feedback join. The replay publishes every recorded event into every lane, so all versions see
-the same stream in the same order, and each join keeps the online metrics of one
-version only.
+its requests, feedback and predictions topics, inference workers and feedback join.
+The replay publishes every recorded event into every lane, so all versions see the
+same stream in the same order, and each join keeps the online metrics of one version
+only.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ModelChoice:
-    """A model version to serve: its number, artifact directory and where it came from."""
+    """A model version to serve: its number, artifact directory and origin."""
 
     version: int
     path: Path
@@ -71,7 +72,8 @@ def resolve_models(
     for choice in choices:
         if choice.version in seen:
             raise ConfigError(
-                f"version {choice.version} is served twice; give each --model its own number as VERSION=DIR"
+                f"version {choice.version} is served twice; serve each version once, "
+                "and give each --model its own number as VERSION=DIR"
             )
         seen.add(choice.version)
     return choices
@@ -97,7 +99,7 @@ def check_models(choices: Sequence[ModelChoice]) -> None:
     """Check every lane's artifact without loading its weights; raise ArtifactError at the first problem.
 
     The weights of a registry version must still have the registry's SHA-256. Each
-    lane's workers load the model again and repeat the hash check.
+    lane's workers then load the weights and check the hash again.
     """
     from driftloop.registry.store import inspect_artifact
 

@@ -1,4 +1,4 @@
-"""What a replay produced: the predictions of each lane, publishing figures and the recording."""
+"""The outcome of a replay: the predictions of each lane, publishing figures and the recording."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ RECORDED_LANE = "recorded"
 class LaneOutcome:
     """The predictions of one lane, first per request id.
 
-    The lane named ``recorded`` holds the predictions found in the recording, which
+    The lane named ``recorded`` contains the predictions found in the recording, which
     the original pipeline made; its model version may change along the stream.
     """
 
@@ -43,6 +43,7 @@ class ReplayOutcome:
     speed: float | None  # None: as fast as possible
     seed: int
     seconds: float  # from the first publish until every lane was complete, or the timeout
+    predictions_seconds: float | None  # from the first publish until every lane had predicted every request
     complete: bool  # every lane predicted every request and joined every feedback in time
     kept_topics: bool = False
 

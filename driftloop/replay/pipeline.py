@@ -89,11 +89,18 @@ class ReplayPipeline:
         self.workers_per_lane = workers_per_lane
         self.seed = seed
         self.log_level = log_level
+        # Without a configured torch_threads, the worker processes share the cores
+        # instead of each starting one torch thread per core.
+        threads = settings.torch_threads or max(1, (os.cpu_count() or 1) // (len(choices) * workers_per_lane))
         self.lanes = [
             Lane(
                 choice=choice,
                 settings=settings.model_copy(
-                    update={"topic_prefix": f"{settings.topic_prefix}{choice.name}.", "state_dir": run_dir / choice.name}
+                    update={
+                        "topic_prefix": f"{settings.topic_prefix}{choice.name}.",
+                        "state_dir": run_dir / choice.name,
+                        "torch_threads": threads,
+                    }
                 ),
             )
             for choice in choices
@@ -108,7 +115,17 @@ class ReplayPipeline:
             create_topics(lane.settings, LANE_TOPICS)
         for lane in self.lanes:
             config = write_config(lane.settings, lane.directory / "config.yaml")
-            join = [sys.executable, "-m", "driftloop.cli", "--config", str(config), "--log-level", self.log_level, "worker", "join"]
+            join = [
+                sys.executable,
+                "-m",
+                "driftloop.cli",
+                "--config",
+                str(config),
+                "--log-level",
+                self.log_level,
+                "worker",
+                "join",
+            ]
             self._spawn(lane, "join", join)
             for index in range(self.workers_per_lane):
                 self._spawn(lane, f"worker-{index}", self._worker_command(lane, config, index))
@@ -132,7 +149,9 @@ class ReplayPipeline:
         # Settings come from the lane's config file only, not from this process's variables.
         environment = {key: value for key, value in os.environ.items() if not key.startswith("DRIFTLOOP_")}
         with log.open("ab") as output:
-            process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=environment)
+            process = subprocess.Popen(
+                command, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=environment
+            )
         lane.processes.append(LaneProcess(role, process, log))
         logger.info("lane %s: started %s, pid %d, log %s", lane.name, role, process.pid, log)
 
@@ -147,7 +166,11 @@ class ReplayPipeline:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             self.check_alive()
-            if all(self._group_ready(admin, lane, group) for lane in self.lanes for group in (lane.worker_group, lane.join_group)):
+            if all(
+                self._group_ready(admin, lane, group)
+                for lane in self.lanes
+                for group in (lane.worker_group, lane.join_group)
+            ):
                 return True
             time.sleep(0.2)
         logger.warning("worker and join groups were not ready within %.0f s; publishing anyway", timeout_s)
@@ -156,14 +179,16 @@ class ReplayPipeline:
     @staticmethod
     def _group_ready(admin: AdminClient, lane: Lane, group_id: str) -> bool:
         try:
-            group = admin.describe_consumer_groups([group_id], request_timeout=ADMIN_TIMEOUT_S)[group_id].result(ADMIN_TIMEOUT_S)
+            group = admin.describe_consumer_groups([group_id], request_timeout=ADMIN_TIMEOUT_S)[group_id].result(
+                ADMIN_TIMEOUT_S
+            )
         except KafkaException as exc:
             logger.debug("lane %s: could not describe group %s: %s", lane.name, group_id, exc)
             return False
         if group.state != ConsumerGroupState.STABLE:
             return False
-        # NOTE: Tansu 0.6 reports a stable group without its members, so only the state
-        # can be checked there; where members are listed, their assignment is checked too.
+        # NOTE: Tansu 0.6 lists no members for a stable group, so there only the state is
+        # checked. Where a broker lists the members, their assignment is checked too.
         if not group.members:
             return True
         owned = {(tp.topic, tp.partition) for member in group.members for tp in member.assignment.topic_partitions}

@@ -5,7 +5,7 @@ of every lane, keyed as it was recorded. Keyed records are placed by the produce
 partitioner, the same one the inference worker uses for predictions, so a request's
 prediction and feedback meet in one partition of a lane, as the join requires. A
 record without a key keeps its recorded partition (modulo the lane's partition count).
-Per-key order holds because the producer keeps one request in flight per broker
+Per-key order is kept because the producer keeps one request in flight per broker
 connection, so a retried batch cannot overtake the next one. (Idempotence would
 allow more in flight, but its producer id handshake delayed the first records by
 0.5 to 1 s on Tansu 0.6, and one in flight still published about 200,000 small
@@ -43,7 +43,7 @@ FLUSH_TIMEOUT_S = 60.0
 
 @dataclass
 class PublishStats:
-    """What was published and how fast."""
+    """Counts and duration of one publishing run."""
 
     events: int = 0  # recorded events published, each into every lane
     records: int = 0  # records produced: events times lanes
@@ -159,6 +159,3 @@ class Publisher:
         raise ReplayError(
             f"the producer's queue stayed full for {FULL_QUEUE_MAX_WAITS * FULL_QUEUE_WAIT_S:.0f} s while publishing to {topic}"
         )
-
-    def close(self) -> None:
-        self.producer.flush(FLUSH_TIMEOUT_S)

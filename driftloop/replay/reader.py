@@ -14,6 +14,7 @@ import json
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -45,15 +46,15 @@ class Recording:
     def of_topic(self, topic: str) -> list[RecordedEvent]:
         return [record for record in self.events if record.topic == topic]
 
-    @property
+    @cached_property
     def requests(self) -> list[RecordedEvent]:
         return self.of_topic(REQUESTS)
 
-    @property
+    @cached_property
     def feedback(self) -> list[RecordedEvent]:
         return self.of_topic(FEEDBACK)
 
-    @property
+    @cached_property
     def predictions(self) -> list[RecordedEvent]:
         return self.of_topic(PREDICTIONS)
 
@@ -102,13 +103,17 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
             for raw in handle:
                 number += 1
                 if not raw.endswith(b"\n"):
-                    raise RecordingError(path, "the line has no newline at its end, so the file is truncated", line=number)
+                    raise RecordingError(
+                        path, "the line has no newline at its end, so the file is truncated", line=number
+                    )
                 try:
                     text = raw.decode("utf-8")
                 except UnicodeDecodeError as exc:
                     raise RecordingError(path, f"invalid UTF-8 at byte {exc.start} of the line", line=number) from exc
                 if not text.strip():
-                    raise RecordingError(path, "the line is empty; every line must be the header or a record", line=number)
+                    raise RecordingError(
+                        path, "the line is empty; every line must be the header or a record", line=number
+                    )
                 yield number, text
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise RecordingError(
@@ -139,12 +144,16 @@ def _describe(exc: ValidationError) -> str:
 def _parse_header(path: Path, text: str) -> RecordingHeader:
     data = _load_object(path, 1, text)
     if data.get("type") != "header":
-        raise RecordingError(path, f"line 1 must be the header, with \"type\": \"header\"; got type {data.get('type')!r}", line=1)
+        raise RecordingError(
+            path, f'line 1 must be the header, with "type": "header"; got type {data.get("type")!r}', line=1
+        )
     if data.get("format") != FORMAT_NAME:
         raise RecordingError(path, f"format is {data.get('format')!r}, expected {FORMAT_NAME!r}", line=1)
     if data.get("format_version") != FORMAT_VERSION:
         raise RecordingError(
-            path, f"unsupported format_version {data.get('format_version')!r}; this driftloop reads version {FORMAT_VERSION}", line=1
+            path,
+            f"unsupported format_version {data.get('format_version')!r}; this driftloop reads version {FORMAT_VERSION}",
+            line=1,
         )
     schema_versions = data.get("schema_versions")
     if isinstance(schema_versions, dict):
@@ -152,7 +161,8 @@ def _parse_header(path: Path, text: str) -> RecordingHeader:
             if version != SCHEMA_VERSION:
                 raise RecordingError(
                     path,
-                    f"unknown schema version {version!r} for topic {topic!r}; this driftloop reads schema version {SCHEMA_VERSION}",
+                    f"unknown schema version {version!r} for topic {topic!r}; "
+                    f"this driftloop reads schema version {SCHEMA_VERSION}",
                     line=1,
                 )
     try:
@@ -182,12 +192,16 @@ def _parse_record(path: Path, number: int, text: str, header: RecordingHeader) -
         raise RecordingError(path, f"invalid record: {_describe(exc)}", line=number) from exc
     if line.topic not in header.source.topics:
         raise RecordingError(
-            path, f"record of topic {line.topic!r}, which the header does not list (it lists {sorted(header.source.topics)})", line=number
+            path,
+            f"record of topic {line.topic!r}, which the header does not list (it lists {sorted(header.source.topics)})",
+            line=number,
         )
     version = line.value.get("schema_version", SCHEMA_VERSION)
     if version != SCHEMA_VERSION:
         raise RecordingError(
-            path, f"unknown schema version {version!r} in the {line.topic} event; this driftloop reads schema version {SCHEMA_VERSION}", line=number
+            path,
+            f"unknown schema version {version!r} in the {line.topic} event; this driftloop reads schema version {SCHEMA_VERSION}",
+            line=number,
         )
     model = EVENT_MODELS[line.topic]
     try:
@@ -214,13 +228,13 @@ def _key(path: Path, number: int, line: RecordLine) -> bytes | None:
     return None if line.key is None else line.key.encode("utf-8")
 
 
-def _b64(path: Path, number: int, value: str | None, what: str) -> bytes | None:
+def _b64(path: Path, number: int, value: str | None, field_name: str) -> bytes | None:
     if value is None:
         return None
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise RecordingError(path, f"{what} is not valid base64: {exc}", line=number) from exc
+        raise RecordingError(path, f"{field_name} is not valid base64: {exc}", line=number) from exc
 
 
 def _check_offset_order(path: Path, record: RecordedEvent, last: dict[tuple[str, int], tuple[int, int]]) -> None:
@@ -258,7 +272,9 @@ def _check_against_header(path: Path, header: RecordingHeader, events: list[Reco
     versions = sorted({record.event.model_version for record in events if record.topic == PREDICTIONS})
     if versions != sorted(header.model_versions):
         raise RecordingError(
-            path, f"the header lists model versions {sorted(header.model_versions)}, the recorded predictions have {versions}", line=1
+            path,
+            f"the header lists model versions {sorted(header.model_versions)}, the recorded predictions have {versions}",
+            line=1,
         )
     for record in events:
         outside_first = header.first_timestamp_ms is not None and record.timestamp_ms < header.first_timestamp_ms
@@ -274,5 +290,7 @@ def _check_against_header(path: Path, header: RecordingHeader, events: list[Reco
         partitions = header.source.topics[record.topic].partitions
         if record.partition >= partitions:
             raise RecordingError(
-                path, f"partition {record.partition} of {record.topic}, but the header says the topic has {partitions}", line=record.line
+                path,
+                f"partition {record.partition} of {record.topic}, but the header says the topic has {partitions}",
+                line=record.line,
             )

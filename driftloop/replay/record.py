@@ -139,15 +139,21 @@ def _describe_source(settings: Settings, consumer: Consumer, topics: tuple[str, 
         except KafkaException as exc:
             raise ReplayError(f"could not read the metadata of {name} from {settings.bootstrap}: {exc}") from exc
         if metadata is None or metadata.error is not None or not metadata.partitions:
-            raise ReplayError(f"topic {name} not found on {settings.bootstrap}; check topic_prefix ({settings.topic_prefix!r})")
+            raise ReplayError(
+                f"topic {name} not found on {settings.bootstrap}; check topic_prefix ({settings.topic_prefix!r})"
+            )
         described[topic] = TopicInfo(name=name, partitions=len(metadata.partitions))
     return SourceInfo(bootstrap=settings.bootstrap, topic_prefix=settings.topic_prefix, topics=described)
 
 
-def _assign(settings: Settings, consumer: Consumer, source: SourceInfo, bounds: Bounds) -> dict[tuple[str, int], _PartitionCapture]:
+def _assign(
+    settings: Settings, consumer: Consumer, source: SourceInfo, bounds: Bounds
+) -> dict[tuple[str, int], _PartitionCapture]:
     """Assign every partition at its first offset to capture; return the captures by full topic name and partition."""
     partitions = [
-        TopicPartition(info.name, partition, bounds.start_offset if bounds.start_offset is not None else OFFSET_BEGINNING)
+        TopicPartition(
+            info.name, partition, bounds.start_offset if bounds.start_offset is not None else OFFSET_BEGINNING
+        )
         for info in source.topics.values()
         for partition in range(info.partitions)
     ]
@@ -159,7 +165,9 @@ def _assign(settings: Settings, consumer: Consumer, source: SourceInfo, bounds: 
     return captures
 
 
-def _offsets_at(settings: Settings, consumer: Consumer, partitions: list[TopicPartition], bounds: Bounds) -> list[TopicPartition]:
+def _offsets_at(
+    settings: Settings, consumer: Consumer, partitions: list[TopicPartition], bounds: Bounds
+) -> list[TopicPartition]:
     """Move each partition's start to its first offset at or after ``since_ms``.
 
     Records before ``since_ms`` that are still read (with timestamps out of order, or
@@ -182,7 +190,9 @@ def _offsets_at(settings: Settings, consumer: Consumer, partitions: list[TopicPa
     return starts
 
 
-def _consume(consumer: Consumer, captures: dict[tuple[str, int], _PartitionCapture], bounds: Bounds, timeout_s: float) -> int:
+def _consume(
+    consumer: Consumer, captures: dict[tuple[str, int], _PartitionCapture], bounds: Bounds, timeout_s: float
+) -> int:
     """Read until every partition is done; return the number of invalid records skipped."""
     deadline = time.monotonic() + timeout_s
     skipped = 0

@@ -28,14 +28,18 @@ def _number(value: float | None, digits: int = 3) -> str:
 def _run_lines(report: dict[str, Any]) -> list[str]:
     recording, replay = report["recording"], report["replay"]
     speed = "as fast as possible" if replay["speed"] == "max" else f"{replay['speed']}x recorded speed"
-    status = "complete" if replay["complete"] else "INCOMPLETE: some requests have no prediction or feedback was not joined"
+    status = (
+        "complete" if replay["complete"] else "INCOMPLETE: some requests have no prediction or feedback was not joined"
+    )
     return [
         f"Replay of {recording['path']}",
         f"  recorded: {recording['requests']} requests ({recording['labelled_requests']} with feedback), "
         f"counts {recording['counts']}, from prefix {recording['source_prefix'] or '-'}",
         f"  replayed: {speed}, seed {replay['seed']}, prefix {replay['topic_prefix']}, {status}",
         f"  published {replay['events_published']} events ({replay['records_published']} records) in "
-        f"{replay['publish_seconds']:.2f} s: {replay['events_per_s']:.0f} events/s; end to end {replay['seconds']:.1f} s",
+        f"{replay['publish_seconds']:.2f} s: {replay['events_per_s']:.0f} events/s",
+        f"  every request predicted after {_number(replay['predictions_seconds'], 1)} s, "
+        f"every feedback joined after {replay['seconds']:.1f} s (from the first publish)",
     ]
 
 
@@ -71,7 +75,9 @@ def _lane_lines(name: str, lane: dict[str, Any]) -> list[str]:
         groups = ", ".join(f"{group} {_percent(g['accuracy'])} of {g['n']}" for group, g in lane["per_group"].items())
         lines.append(f"  per {lane['group_attribute']}: {groups}")
     for swap in lane["swaps"]:
-        lines.append(f"  version swap {swap['from']} -> {swap['to']} at request {swap['position']} ({swap['request_id']})")
+        lines.append(
+            f"  version swap {swap['from']} -> {swap['to']} at request {swap['position']} ({swap['request_id']})"
+        )
     if not lane["drift_checked"]:
         lines.append("  drift: not checked")
     elif not lane["drift_alarms"]:
@@ -96,5 +102,7 @@ def _comparison_lines(comparison: dict[str, Any]) -> list[str]:
     for pair in comparison["flip_pairs"]:
         lines.append(f"  {pair['from']} -> {pair['to']}: {pair['count']}")
     for example in comparison["flip_examples"]:
-        lines.append(f"  flip {example['request_id']}: {a} {example[a]}, {b} {example[b]}, label {example['label'] or '-'}")
+        lines.append(
+            f"  flip {example['request_id']}: {a} {example[a]}, {b} {example[b]}, label {example['label'] or '-'}"
+        )
     return lines

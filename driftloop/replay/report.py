@@ -102,6 +102,9 @@ def build_report(
             "events_per_s": round(outcome.publish.events_per_s, 1),
             "records_per_s": round(outcome.publish.records_per_s, 1),
             "seconds": round(outcome.seconds, 3),
+            "predictions_seconds": None
+            if outcome.predictions_seconds is None
+            else round(outcome.predictions_seconds, 3),
             "accuracy_window": window,
             "topics_kept": outcome.kept_topics,
         },
@@ -177,16 +180,22 @@ def _per_class(labelled: list[str], predictions: Mapping[str, Prediction], truth
     for label in sorted(set(support) | set(predicted)):
         precision = _ratio(correct[label], predicted[label])
         recall = _ratio(correct[label], support[label])
-        f1 = 2 * precision * recall / (precision + recall) if precision and recall else (0.0 if support[label] else None)
         classes[label] = {
             "support": support[label],
             "predicted": predicted[label],
             "correct": correct[label],
             "precision": precision,
             "recall": recall,
-            "f1": f1,
+            "f1": _f1(precision, recall, support[label]),
         }
     return classes
+
+
+def _f1(precision: float | None, recall: float | None, support: int) -> float | None:
+    """Return F1, 0.0 for a class with support that was never predicted right, None without support."""
+    if precision and recall:
+        return 2 * precision * recall / (precision + recall)
+    return 0.0 if support else None
 
 
 def _per_group(
@@ -241,7 +250,9 @@ def _swaps(predicted: list[str], predictions: Mapping[str, Prediction], facts: S
     for request_id in predicted:
         version = predictions[request_id].model_version
         if previous is not None and version != previous:
-            swaps.append({"position": position_of[request_id], "request_id": request_id, "from": previous, "to": version})
+            swaps.append(
+                {"position": position_of[request_id], "request_id": request_id, "from": previous, "to": version}
+            )
         previous = version
     return swaps
 
@@ -328,7 +339,12 @@ def _compare(a: LaneOutcome, b: LaneOutcome, facts: StreamFacts, examples: int) 
         "label_flips": len(flips),
         "flip_rate": _ratio(len(flips), len(both)),
         "flip_examples": [
-            {"request_id": r, a.name: a.predictions[r].label, b.name: b.predictions[r].label, "label": facts.truth.get(r)}
+            {
+                "request_id": r,
+                a.name: a.predictions[r].label,
+                b.name: b.predictions[r].label,
+                "label": facts.truth.get(r),
+            }
             for r in flips[:examples]
         ],
         "flip_pairs": [{"from": x, "to": y, "count": n} for (x, y), n in pairs.most_common(examples)],

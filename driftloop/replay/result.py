@@ -23,7 +23,9 @@ class ReplayResult:
     report: dict[str, Any]
 
     @classmethod
-    def build(cls, outcome: ReplayOutcome, settings: Settings, *, drift: bool = True, examples: int = 10) -> ReplayResult:
+    def build(
+        cls, outcome: ReplayOutcome, settings: Settings, *, drift: bool = True, examples: int = 10
+    ) -> ReplayResult:
         report = build_report(
             outcome,
             group_attribute=settings.group_attribute,
@@ -73,11 +75,11 @@ class ReplayResult:
         Only requests that both lanes predicted count; ``request_ids`` limits the check.
         """
         first, second = self.predictions(a), self.predictions(b)
-        wanted = None if request_ids is None else set(request_ids)
+        selected = None if request_ids is None else set(request_ids)
         return [
             request_id
             for request_id in self.request_ids
-            if (wanted is None or request_id in wanted)
+            if (selected is None or request_id in selected)
             and request_id in first
             and request_id in second
             and first[request_id].label != second[request_id].label

@@ -74,7 +74,7 @@ def run_replay(
     if not isinstance(recording, Recording):
         recording = read_recording(recording)
     if not recording.requests:
-        raise ReplayError(f"{recording.path} holds no requests, so there is nothing to replay")
+        raise ReplayError(f"{recording.path} contains no requests, so there is nothing to replay")
     if not choices:
         raise ReplayError("no model version to serve")
     if options.speed is not None and options.speed <= 0:
@@ -84,8 +84,12 @@ def run_replay(
     run_id = time.strftime("%Y%m%d%H%M%S") + uuid.uuid4().hex[:6]
     run_settings = settings.model_copy(update={"topic_prefix": f"{settings.topic_prefix}replay-{run_id}."})
     run_dir = run_dir or Path(settings.state_dir).resolve() / "replay" / run_id
-    pipeline = ReplayPipeline(run_settings, choices, run_dir=run_dir, workers_per_lane=options.workers, seed=options.seed)
-    logger.info("replaying %s into lanes %s under %s", recording.path, [c.name for c in choices], run_settings.topic_prefix)
+    pipeline = ReplayPipeline(
+        run_settings, choices, run_dir=run_dir, workers_per_lane=options.workers, seed=options.seed
+    )
+    logger.info(
+        "replaying %s into lanes %s under %s", recording.path, [c.name for c in choices], run_settings.topic_prefix
+    )
 
     collectors: dict[str, LaneCollector] = {}
     redis_client = make_redis(settings)
@@ -101,7 +105,7 @@ def run_replay(
         stats = publisher.publish(recording.events, speed=options.speed, check=pipeline.check_alive)
 
         # 4. Wait for every prediction and join.
-        complete = _wait_for_completion(pipeline, collectors, recording, redis_client, options.timeout_s)
+        progress = _wait_for_completion(pipeline, collectors, recording, redis_client, options.timeout_s)
         seconds = time.monotonic() - started
     finally:
         # 5. Stop, collect and clean up.
@@ -122,7 +126,8 @@ def run_replay(
         speed=options.speed,
         seed=options.seed,
         seconds=seconds,
-        complete=complete,
+        predictions_seconds=None if progress.all_predicted_at is None else progress.all_predicted_at - started,
+        complete=progress.complete,
         kept_topics=options.keep_topics,
     )
     return ReplayResult.build(outcome, settings, drift=options.drift, examples=options.examples)
@@ -133,17 +138,24 @@ def _expected_joins(recording: Recording) -> int:
     return len({record.request_id for record in recording.feedback if record.request_id in request_ids})
 
 
+@dataclass
+class _Progress:
+    complete: bool = False
+    all_predicted_at: float | None = None  # monotonic time when every lane had predicted every request
+
+
 def _wait_for_completion(
     pipeline: ReplayPipeline,
     collectors: dict[str, LaneCollector],
     recording: Recording,
     redis_client: redis.Redis,
     timeout_s: float,
-) -> bool:
-    """Return True once every lane is complete, False at the timeout."""
+) -> _Progress:
+    """Wait until every lane has predicted every request and joined every feedback, or until the timeout."""
     request_ids = {record.request_id for record in recording.requests}
     expected_joins = _expected_joins(recording)
     deadline = time.monotonic() + timeout_s
+    progress = _Progress()
     joined: dict[str, int] = {}
     last_join_check = 0.0
     while True:
@@ -151,13 +163,15 @@ def _wait_for_completion(
         for collector in collectors.values():
             collector.poll(0.1)
         predicted = {name: len(request_ids.intersection(c.predictions)) for name, c in collectors.items()}
+        all_predicted = all(count == len(request_ids) for count in predicted.values())
+        if all_predicted and progress.all_predicted_at is None:
+            progress.all_predicted_at = time.monotonic()
         if time.monotonic() - last_join_check >= JOIN_CHECK_INTERVAL_S:
             joined = {lane.name: _joined(redis_client, lane) for lane in pipeline.lanes}
             last_join_check = time.monotonic()
-        if all(count == len(request_ids) for count in predicted.values()) and all(
-            joined.get(name, 0) >= expected_joins for name in collectors
-        ):
-            return True
+        if all_predicted and all(joined.get(name, 0) >= expected_joins for name in collectors):
+            progress.complete = True
+            return progress
         if time.monotonic() > deadline:
             logger.warning(
                 "replay incomplete after %.0f s: predicted %s of %d requests, joined %s of %d feedback",
@@ -167,7 +181,7 @@ def _wait_for_completion(
                 joined,
                 expected_joins,
             )
-            return False
+            return progress
 
 
 def _joined(client: redis.Redis, lane: Lane) -> int:

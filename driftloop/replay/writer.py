@@ -29,7 +29,7 @@ from driftloop.schemas.events import SCHEMA_VERSION, Prediction
 class RecordingWriter:
     """Writes one recording file.
 
-    The header comes first but holds the counts of the records after it, so records
+    The header comes first but contains the counts of the records after it, so records
     are compressed into a temporary file beside ``path`` and the file is assembled by
     :meth:`finish`: a gzip member with the header line, then the records' member.
     Readers of gzip treat the two members as one stream. The file appears under
@@ -98,7 +98,9 @@ class RecordingWriter:
         """Append an event built in code; offset defaults to the partition's next one, key to the request id."""
         model = EVENT_MODELS.get(check_recordable(topic))
         if not isinstance(event, model):
-            raise ReplayError(f"a {type(event).__name__} cannot be recorded on topic {topic!r}, which carries {model.__name__}")
+            raise ReplayError(
+                f"a {type(event).__name__} cannot be recorded on topic {topic!r}, which carries {model.__name__}"
+            )
         if offset is None:
             offset = self._next_offsets.get((topic, partition), 0)
         record = RecordedEvent(
@@ -134,7 +136,9 @@ class RecordingWriter:
         )
         unknown = sorted(set(self._counts) - set(source.topics))
         if unknown:
-            raise ReplayError(f"records of topics {unknown} were added, but the source names only {sorted(source.topics)}")
+            raise ReplayError(
+                f"records of topics {unknown} were added, but the source names only {sorted(source.topics)}"
+            )
         header = RecordingHeader(
             created_at_ms=int(time.time() * 1000),
             schema_versions={topic: SCHEMA_VERSION for topic in source.topics},

@@ -62,7 +62,7 @@ def driftloop_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterable[Settin
 
 @pytest.fixture
 def driftloop_settings(driftloop_stack: Settings, tmp_path: Path) -> Settings:
-    """The session stack's settings with a topic prefix and state directory of this test's own."""
+    """Return the session stack's settings with a topic prefix and state directory of this test's own."""
     return driftloop_stack.model_copy(update={"topic_prefix": f"t{uuid.uuid4().hex[:8]}.", "state_dir": tmp_path})
 
 
@@ -123,10 +123,14 @@ def assert_accuracy_at_least(result, minimum: float, lane: str | None = ALL_SERV
     for name in _served_lanes(result, lane):
         accuracy = result.accuracy(name)
         if accuracy is None:
-            raise AssertionError(f"lane {name}: no request has both a prediction and feedback, so accuracy is undefined")
+            raise AssertionError(
+                f"lane {name}: no request has both a prediction and feedback, so accuracy is undefined"
+            )
         if accuracy < minimum:
             labelled = result.report["lanes"][name]["labelled"]
-            raise AssertionError(f"lane {name}: accuracy {accuracy:.4f} on {labelled} labelled requests is below {minimum:.4f}")
+            raise AssertionError(
+                f"lane {name}: accuracy {accuracy:.4f} on {labelled} labelled requests is below {minimum:.4f}"
+            )
 
 
 def assert_no_drift_alarm(result, lane: str | None = ALL_SERVED) -> None:
@@ -194,8 +198,12 @@ def write_labelled_recording(
             )
             writer.add_event(REQUESTS, request, timestamp_ms=sent_ms, partition=index % partitions)
             if label is not None:
-                feedback = Feedback(request_id=request_id, label=label, source="test", event_time_ms=sent_ms + feedback_delay_ms)
-                writer.add_event(FEEDBACK, feedback, timestamp_ms=sent_ms + feedback_delay_ms, partition=index % partitions)
+                feedback = Feedback(
+                    request_id=request_id, label=label, source="test", event_time_ms=sent_ms + feedback_delay_ms
+                )
+                writer.add_event(
+                    FEEDBACK, feedback, timestamp_ms=sent_ms + feedback_delay_ms, partition=index % partitions
+                )
         writer.finish()
     return path
 
@@ -213,7 +221,7 @@ def train_tiny_artifact(
 
     Training takes well under a second on a CPU, because the encoder (2 layers, hidden
     size 32, from :func:`driftloop.testing.models.tiny_classifier`) stays frozen and
-    embeds the texts once. Such a model tells a handful of distinct intents apart;
+    embeds the texts once. Such a model distinguishes a handful of distinct intents;
     fewer ``steps`` give a weaker model.
     """
     import torch
