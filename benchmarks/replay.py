@@ -18,8 +18,8 @@ Steps, all on one embedded stack on loopback:
 ``replay_events_per_s`` is recorded events published per second, each into every
 lane, from the first produce call until the broker acknowledged the last record. In a
 replay the lanes' workers, joins and the broker run at the same time and share the
-cores, so this figure varies with the load of the machine; the load averages before
-and after the run are part of the output.
+cores, so this figure varies with the load of the machine. The output includes the
+load averages before and after the run.
 """
 
 from __future__ import annotations
@@ -120,37 +120,43 @@ def publisher_only_rate(settings: Settings, recording, lanes: int, repeats: int 
 
 
 def raw_produce_rate(settings: Settings, recording, lanes: int) -> dict:
-    """Publish the recording's replayed records to ``lanes`` scratch topics with a plain producer."""
-    topics = [f"{settings.topic_prefix}raw{lane}.{name}" for lane in range(lanes) for name in (REQUESTS, FEEDBACK)]
-    scratch = settings.model_copy(update={"topic_prefix": f"{settings.topic_prefix}raw."})
-    for lane in range(lanes):
-        create_topics(
-            scratch.model_copy(update={"topic_prefix": f"{settings.topic_prefix}raw{lane}."}), (REQUESTS, FEEDBACK)
-        )
+    """Publish the recording's replayed records to ``lanes`` scratch topic pairs with a plain producer."""
+    lane_settings = [
+        settings.model_copy(update={"topic_prefix": f"{settings.topic_prefix}raw{lane}."}) for lane in range(lanes)
+    ]
+    for lane in lane_settings:
+        create_topics(lane, (REQUESTS, FEEDBACK))
     records = [r for r in recording.events if r.topic in (REQUESTS, FEEDBACK)]
     producer = Producer({"bootstrap.servers": settings.bootstrap, "linger.ms": 5})
+
     started = time.perf_counter()
     for index, record_ in enumerate(records):
-        for lane in range(lanes):
-            topic = topics[2 * lane + (0 if record_.topic == REQUESTS else 1)]
-            while True:
-                try:
-                    producer.produce(topic, value=record_.value, key=record_.key)
-                    break
-                except BufferError:
-                    producer.poll(0.05)
+        for lane in lane_settings:
+            produce_with_room(producer, lane.topic(record_.topic), record_)
         if index % 1000 == 0:
             producer.poll(0)
     remaining = producer.flush(60)
     seconds = time.perf_counter() - started
+
     if remaining:
-        raise RuntimeError(f"{remaining} baseline records not acknowledged")
+        raise RuntimeError(f"{remaining} baseline records not acknowledged within 60 s")
     return {
         "events": len(records),
         "records": len(records) * lanes,
         "seconds": round(seconds, 4),
         "events_per_s": round(len(records) / seconds, 1),
     }
+
+
+def produce_with_room(producer: Producer, topic: str, record_, max_waits: int = 600) -> None:
+    """Produce one record, waiting 50 ms at a time (30 s at most) while the producer's queue is full."""
+    for _ in range(max_waits):
+        try:
+            producer.produce(topic, value=record_.value, key=record_.key)
+            return
+        except BufferError:
+            producer.poll(0.05)
+    raise RuntimeError(f"the baseline producer's queue stayed full for 30 s while publishing to {topic}")
 
 
 def main() -> int:

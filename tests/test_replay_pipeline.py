@@ -152,7 +152,7 @@ def test_join_agrees_with_report(scenario: dict) -> None:
 
 
 def test_replay_keeps_order_per_partition(scenario: dict) -> None:
-    """Every partition of a lane's requests topic holds its requests in recorded order."""
+    """Every partition of a lane's requests topic contains its requests in recorded order."""
     result, settings = scenario["first"], scenario["settings"]
     topic = f"{result.outcome.topic_prefix}v1.{REQUESTS}"
     consumer = Consumer(

@@ -30,7 +30,7 @@ REPLAY_DESCRIPTION = (
     "for each model version a lane with its own topics, inference workers and feedback join. Prints "
     "a report per version (accuracy overall, per class and per group, confidence, latency, drift "
     "alarms) and between versions (label flips, where one is right and the other wrong). Exits with "
-    "1 when some request got no prediction within --timeout."
+    "1 when some request got no prediction, or some feedback was not joined, within --timeout."
 )
 
 
