@@ -8,6 +8,7 @@ a trained head, on three banking77 intents.
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import random
 import uuid
@@ -205,25 +206,58 @@ def test_topics_removed_unless_kept(scenario: dict) -> None:
 # A bad recording publishes nothing.
 
 
+def rewrite_lines(path: Path, edit) -> None:
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        lines = handle.read().splitlines()
+    edit(lines)
+    with gzip.open(path, "wt", encoding="utf-8") as handle:
+        handle.write("".join(line + "\n" for line in lines))
+
+
+def cut_end(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 40])
+
+
+def break_json(lines: list[str]) -> None:
+    lines[2] = lines[2][:-5]
+
+
+def raise_schema_version(lines: list[str]) -> None:
+    header = json.loads(lines[0])
+    header["schema_versions"]["requests"] = 2
+    lines[0] = json.dumps(header)
+
+
+def miscount_requests(lines: list[str]) -> None:
+    header = json.loads(lines[0])
+    header["counts"]["requests"] += 1
+    lines[0] = json.dumps(header)
+
+
 @pytest.mark.parametrize(
-    ("damage", "message"),
+    ("damage", "line", "message"),
     [
-        (lambda data: data[: len(data) - 40], "truncated or corrupt"),
-        (lambda data: data[:10], "truncated or corrupt"),
+        (cut_end, None, "truncated or corrupt"),
+        (lambda path: rewrite_lines(path, break_json), 3, "not valid JSON"),
+        (lambda path: rewrite_lines(path, raise_schema_version), 1, "unknown schema version 2 for topic 'requests'"),
+        (lambda path: rewrite_lines(path, miscount_requests), 1, "counts do not match"),
     ],
-    ids=["cut inside the records", "cut inside the header"],
+    ids=["truncated", "line not JSON", "unknown schema version", "header does not match"],
 )
 def test_bad_recording_publishes_nothing(
-    driftloop_settings: Settings, driftloop_replay, tmp_path: Path, damage, message
+    driftloop_settings: Settings, driftloop_replay, tmp_path: Path, damage, line, message
 ) -> None:
-    path = write_labelled_recording(
-        tmp_path / "bad.jsonl.gz", [(f"card {i} lost", "lost_or_stolen_card") for i in range(20)]
-    )
-    path.write_bytes(damage(path.read_bytes()))
+    rows = [(f"card {i} lost", "lost_or_stolen_card") for i in range(20)]
+    path = write_labelled_recording(tmp_path / "bad.jsonl.gz", rows)
+    damage(path)
 
     # The model directory does not exist: the recording is validated before the models are looked at.
-    with pytest.raises(RecordingError, match=message):
+    with pytest.raises(RecordingError, match=message) as caught:
         driftloop_replay(path, models={1: tmp_path / "not-checked"})
 
+    if line is not None:
+        assert caught.value.line == line
+    assert f"line {caught.value.line}:" in str(caught.value)
     topics = AdminClient(driftloop_settings.kafka_client_config()).list_topics(timeout=10).topics
     assert [name for name in topics if name.startswith(driftloop_settings.topic_prefix)] == []

@@ -86,19 +86,23 @@ class Publisher:
     def __init__(self, settings: Settings, lane_settings: Sequence[Settings]) -> None:
         self.lane_settings = list(lane_settings)
         self._errors: list[str] = []
+        errors = self._errors
+
+        # A function without a reference to self, so that the producer is freed with the
+        # publisher and does not outlive the broker in a reference cycle.
+        def on_delivery(error, message) -> None:
+            if error is not None:
+                errors.append(f"{message.topic()}: {error}")
+
         self.producer = make_producer(
             settings,
             **{
                 "max.in.flight.requests.per.connection": 1,
                 "delivery.report.only.error": True,
-                "on_delivery": self._on_delivery,
+                "on_delivery": on_delivery,
                 "queue.buffering.max.messages": 500_000,
             },
         )
-
-    def _on_delivery(self, error, message) -> None:
-        if error is not None:
-            self._errors.append(f"{message.topic()}: {error}")
 
     def publish(
         self,
