@@ -676,7 +676,7 @@ class TrainerWorker:
     # One job.
 
     def handle_job(self, job: TrainingJob) -> JobOutcome:
-        """Run ``job`` end to end and return its outcome; the lock is released in every case."""
+        """Run ``job`` end to end and return its outcome. A job lock that the job held is released in every case."""
         logger.info("trainer %s received job %s for version %d: %s", self.worker_id, job.job_id, job.model_version, job.reason)
         try:
             skip_reason = self._claim(job)
