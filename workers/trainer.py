@@ -243,7 +243,12 @@ class CollectedExamples:
 
 
 class ExampleReader:
-    """Reads the examples topic from its start, without a consumer group, and sorts examples by version."""
+    """Reads the examples topic from its start, without a consumer group, and sorts examples by version.
+
+    NOTE: every job reads the topic from its first retained offset, so the time a job
+    spends reading grows with the topic's retention, and the replay buffer is rebuilt
+    from the topic each time.
+    """
 
     def __init__(self, settings: Settings, model_version: int, replay_size: int, replay_seed: int) -> None:
         self.topic = settings.topic(EXAMPLES)
