@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 
 LANE_TOPICS = (REQUESTS, FEEDBACK, PREDICTIONS, EXAMPLES, METRICS, DEAD_LETTER)
 ADMIN_TIMEOUT_S = 15.0
+# Niceness added to every lane process, so that when the cores are busy the publisher
+# keeps its pace instead of yielding to the workers that consume what it publishes.
+LANE_NICENESS = 10
 
 
 @dataclass
@@ -153,6 +156,7 @@ class ReplayPipeline:
                 command, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=environment
             )
         lane.processes.append(LaneProcess(role, process, log))
+        _lower_priority(process.pid)
         logger.info("lane %s: started %s, pid %d, log %s", lane.name, role, process.pid, log)
 
     def wait_until_ready(self, timeout_s: float) -> bool:
@@ -240,3 +244,13 @@ class ReplayPipeline:
             logger.warning("could not delete the Redis keys under %s: %s", prefix, exc)
         finally:
             client.close()
+
+
+def _lower_priority(pid: int) -> None:
+    """Add LANE_NICENESS to a child's niceness; threads it starts later inherit it."""
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, pid)
+        os.setpriority(os.PRIO_PROCESS, pid, min(19, current + LANE_NICENESS))
+    except OSError as exc:
+        # The child may have exited already; check_alive reports that.
+        logger.warning("could not lower the CPU priority of pid %d: %s", pid, exc)
