@@ -210,20 +210,10 @@ def test_cli_record_then_replay(source: Settings, tmp_path: Path, monkeypatch, c
 
     record_code = driftloop.cli.main(["--config", str(config), "record", "--out", str(capture), "--predictions"])
     record_output = capsys.readouterr().out
+    # The recorded events span about 30 s; at 30 times the recorded speed the replay takes about 1 s.
+    replay_arguments = ["replay", str(capture), "--model", f"7={model}", "--speed", "30", "--timeout", "120"]
     replay_code = driftloop.cli.main(
-        [
-            "--config",
-            str(config),
-            "replay",
-            str(capture),
-            "--model",
-            f"7={model}",
-            "--speed",
-            "max",
-            "--json",
-            "--timeout",
-            "120",
-        ]
+        ["--config", str(config), *replay_arguments, "--json", "--html", str(tmp_path / "report.html")]
     )
     report = json.loads(capsys.readouterr().out)
 
@@ -231,6 +221,8 @@ def test_cli_record_then_replay(source: Settings, tmp_path: Path, monkeypatch, c
     assert f"recorded {REQUESTS_SENT + FEEDBACK_SENT + PREDICTIONS_SENT} records" in record_output
     assert replay_code == 0
     assert report["replay"]["complete"] is True
+    assert report["replay"]["speed"] == 30.0
+    assert (tmp_path / "report.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
     assert sorted(report["lanes"]) == ["recorded", "v7"]
     assert report["lanes"]["v7"]["predicted"] == REQUESTS_SENT
     assert report["lanes"]["v7"]["labelled"] == FEEDBACK_SENT
