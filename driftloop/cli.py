@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "driftloop.redaction.cli",
     "driftloop.redaction.ingest_cli",
     "driftloop.learning_cli",
+    "driftloop.replay.cli",
 )
 
 
