@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -26,6 +27,9 @@ logger = logging.getLogger(__name__)
 ENV_PREFIX = "DRIFTLOOP_"
 CONFIG_FILE_ENV = "DRIFTLOOP_CONFIG"
 DEFAULT_STATE_DIR = ".driftloop"
+
+# The config file named by the current load_settings() call, ahead of DRIFTLOOP_CONFIG.
+_config_file: ContextVar[str | None] = ContextVar("driftloop_config_file", default=None)
 
 # librdkafka properties whose values are secrets, matched as substrings of the key.
 _SECRET_KEY_PARTS = ("password", "secret", "key.pem", "token", "sasl.oauthbearer.config")
@@ -166,7 +170,7 @@ class _YamlSource(PydanticBaseSettingsSource):
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        path = os.environ.get(CONFIG_FILE_ENV)
+        path = _config_file.get() or os.environ.get(CONFIG_FILE_ENV)
         if not path:
             return {}
         return read_config_file(Path(path))
@@ -187,13 +191,18 @@ def read_config_file(path: Path) -> dict[str, Any]:
 
 
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
-    """Build the settings, raising :class:`ConfigError` that names each invalid setting."""
-    if config_file is not None:
-        os.environ[CONFIG_FILE_ENV] = str(config_file)
+    """Build the settings, raising :class:`ConfigError` that names each invalid setting.
+
+    ``config_file`` takes the place of ``DRIFTLOOP_CONFIG`` for this call only; the
+    environment is left as it is.
+    """
+    token = _config_file.set(str(config_file) if config_file is not None else None)
     try:
         return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc)) from exc
+    finally:
+        _config_file.reset(token)
 
 
 def format_validation_error(exc: ValidationError) -> str:

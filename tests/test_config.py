@@ -80,3 +80,14 @@ def test_file_that_is_not_mapping(tmp_path):
     config.write_text("- a\n- b\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="mapping"):
         load_settings(config)
+
+
+def test_config_file_not_left_in_environment(tmp_path):
+    import os
+
+    config = tmp_path / "driftloop.yaml"
+    config.write_text("kafka_bootstrap: kafka-a:9092\n", encoding="utf-8")
+
+    assert load_settings(config).kafka_bootstrap == "kafka-a:9092"
+    assert "DRIFTLOOP_CONFIG" not in os.environ
+    assert load_settings().kafka_bootstrap == ""

@@ -139,7 +139,6 @@ def test_load_settings_reads_drift_yaml(tmp_path, monkeypatch):
         "  trigger: {cooldown_s: null}\n",
         encoding="utf-8",
     )
-    # load_settings(path) would set DRIFTLOOP_CONFIG for the rest of the session.
     monkeypatch.setenv("DRIFTLOOP_CONFIG", str(config))
 
     settings = load_settings()

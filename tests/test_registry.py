@@ -552,8 +552,7 @@ def run_cli(argv: list[str], config: Path) -> int:
 
 @pytest.fixture
 def config_file(audit_settings: Settings, tmp_path: Path, monkeypatch) -> Path:
-    # load_settings stores the path in DRIFTLOOP_CONFIG; monkeypatch restores it afterwards.
-    monkeypatch.setenv("DRIFTLOOP_CONFIG", "")
+    monkeypatch.delenv("DRIFTLOOP_CONFIG", raising=False)
     data = {
         "broker_port": audit_settings.broker_port,
         "redis_port": audit_settings.redis_port,
