@@ -80,8 +80,8 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="bf16/fp16 apply on CUDA only")
     torch_threads: int = Field(0, ge=0, description="0 leaves torch's default")
-    model_path: str = Field("", description="Model directory or Hugging Face id; empty: the registry's champion")
-    base_model: str = Field("", description="Encoder for `model init`; empty: bundled all-MiniLM-L6-v2")
+    model_path: str = Field("", description="Model artifact directory to serve; empty: the registry's champion")
+    base_model: str = Field("", description="Encoder folder or Hugging Face id for `model init`; empty: bundled all-MiniLM-L6-v2")
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus port per worker; 0 picks a free one")
 
     # Feedback join.
