@@ -31,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Continuous-learning stream processor: redact, serve, join feedback, detect drift, retrain.",
     )
     parser.add_argument("--config", metavar="FILE", help="YAML settings file (also DRIFTLOOP_CONFIG)")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level on stderr (default INFO)"
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for module_name in COMMAND_MODULES:
@@ -45,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    if args.log_level != "DEBUG":
+        # Presidio logs one INFO line per recognizer it loads.
+        logging.getLogger("presidio-analyzer").setLevel(logging.WARNING)
     try:
         return int(args.handler(args) or 0)
     except DriftloopError as exc:

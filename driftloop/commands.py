@@ -54,7 +54,14 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     init.add_argument("--no-register", action="store_true", help="write the artifact without registering it as a version")
     init.set_defaults(handler=cmd_model_init)
 
-    status = subparsers.add_parser("status", help="show online metrics, consumer lag and the workers' model versions")
+    status = subparsers.add_parser(
+        "status",
+        help="show online metrics, consumer lag and the workers' model versions",
+        description=(
+            "Reads the online metrics per model version and group from Redis, the consumer lag of the inference "
+            "and join groups from the broker, and each inference worker's served version from its heartbeat."
+        ),
+    )
     status.add_argument("--json", action="store_true", help="print JSON instead of tables")
     status.set_defaults(handler=cmd_status)
 

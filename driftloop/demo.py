@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import random
+import signal
 import sys
 import time
 import uuid
@@ -72,13 +73,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise ConfigError(f"--feedback-fraction must be between 0 and 1, got {args.feedback_fraction}")
     if args.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+    if args.limit is not None and args.limit < 10:
+        raise ConfigError(f"--limit must be at least 10 rows, got {args.limit}")
+    # SIGTERM unwinds like Ctrl-C, so the processes and the stack this demo started are stopped.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     base = load_settings(args.config)
     summary = run_demo(base, args)
     text = json.dumps(summary, indent=2, sort_keys=True)
     print(text)
+    print(
+        f"{summary['distinct_predicted']} of {summary['requests']} requests predicted; online accuracy "
+        f"{_percent(summary['online_accuracy'])} from {summary['joined']} joined feedback, offline accuracy of the "
+        f"same model on the same texts {_percent(summary['offline_accuracy'])}"
+    )
     if args.summary_json:
         Path(args.summary_json).write_text(text + "\n", encoding="utf-8")
     return 0 if summary["distinct_predicted"] == summary["requests"] else 1
+
+
+def _raise_keyboard_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
 
 
 def run_demo(base: Settings, args: argparse.Namespace) -> dict[str, Any]:
@@ -92,6 +110,7 @@ def run_demo(base: Settings, args: argparse.Namespace) -> dict[str, Any]:
     run_dir = Path(settings.state_dir).resolve() / "demo" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
 
+    rows = _load_rows(args)
     stack = EmbeddedStack(settings) if settings.embedded else None
     started_stack = False
     if stack is not None and not (stack.broker_healthy(1.0) and stack.redis_healthy(1.0)):
@@ -102,7 +121,6 @@ def run_demo(base: Settings, args: argparse.Namespace) -> dict[str, Any]:
     processes = []
     try:
         create_topics(settings)
-        rows = _load_rows(args)
         cut = int(len(rows) * args.train_fraction)
         train_rows, stream_rows = rows[:cut], rows[cut:]
         print(f"training version 1 on {len(train_rows)} rows; streaming {len(stream_rows)} requests under prefix {settings.topic_prefix}")

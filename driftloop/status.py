@@ -8,6 +8,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from driftloop.config import Settings
+from driftloop.errors import ServiceError
 from driftloop.infra.clients import make_redis
 from driftloop.infra.topics import FEEDBACK, PREDICTIONS, REQUESTS
 from driftloop.registry.heartbeat import read_workers
@@ -40,6 +41,18 @@ def consumer_lag(settings: Settings, group_id: str, topics: list[str], timeout: 
 
 
 def collect_status(settings: Settings) -> dict[str, Any]:
+    from driftloop.infra.stack import broker_reachable, redis_reachable
+
+    unreachable = []
+    if not broker_reachable(settings.bootstrap, timeout=3.0):
+        unreachable.append(f"the broker at {settings.bootstrap}")
+    if not redis_reachable(settings.redis, timeout=3.0):
+        unreachable.append(f"Redis at {settings.redis}")
+    if unreachable:
+        raise ServiceError(
+            f"{' and '.join(unreachable)} not reachable; start the embedded stack with `driftloop up`, "
+            "or set DRIFTLOOP_KAFKA_BOOTSTRAP and DRIFTLOOP_REDIS_URL"
+        )
     client = make_redis(settings)
     status: dict[str, Any] = {
         "bootstrap": settings.bootstrap,

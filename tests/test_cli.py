@@ -79,3 +79,25 @@ def test_invalid_setting_exits_2(tmp_path):
     result = driftloop("status", env_config=config, check=False)
     assert result.returncode == 2
     assert "batch_size (DRIFTLOOP_BATCH_SIZE)" in result.stderr
+
+
+def test_status_without_stack_explains(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(f"broker_port: {free_port()}\nredis_port: {free_port()}\n", encoding="utf-8")
+    result = driftloop("status", env_config=config, check=False)
+    assert result.returncode == 2
+    assert "not reachable; start the embedded stack with `driftloop up`" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_demo_rejects_bad_limit_before_starting(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(f"state_dir: {tmp_path / 'state'}\nbroker_port: {free_port()}\nredis_port: {free_port()}\n", encoding="utf-8")
+    negative = driftloop("demo", "--data", "x.csv", "--limit", "-5", env_config=config, check=False)
+    missing = driftloop("demo", "--data", str(tmp_path / "absent.csv"), env_config=config, check=False)
+
+    assert negative.returncode == 2
+    assert "--limit must be at least 10 rows, got -5" in negative.stderr
+    assert missing.returncode == 2
+    assert "data file not found" in missing.stderr
+    assert "broker started" not in missing.stdout

@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add ``pii`` with its ``evaluate`` and ``scan`` subcommands to the top-level parser."""
-    pii = subparsers.add_parser("pii", help="Check the PII redaction stage")
+    pii = subparsers.add_parser("pii", help="check the PII redaction stage")
     pii_commands = pii.add_subparsers(dest="pii_command", metavar="PII_COMMAND")
     pii_commands.required = True
 

@@ -14,7 +14,7 @@ from driftloop.errors import ConfigError
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    models = subparsers.add_parser("models", help="Inspect and change the model registry")
+    models = subparsers.add_parser("models", help="inspect and change the model registry")
     commands = models.add_subparsers(dest="models_command", metavar="SUBCOMMAND")
     commands.required = True
 
