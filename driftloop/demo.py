@@ -106,12 +106,14 @@ def run_demo(base: Settings, args: argparse.Namespace) -> dict[str, Any]:
     from driftloop.model import save_artifact
 
     run_id = time.strftime("%Y%m%d%H%M%S") + uuid.uuid4().hex[:4]
-    settings = base.model_copy(update={"topic_prefix": f"{base.topic_prefix}demo-{run_id}."})
-    run_dir = Path(settings.state_dir).resolve() / "demo" / run_id
+    # Each run gets its own topics and state folder (model store, logs), so runs never
+    # collide; the embedded stack keeps the configured state folder.
+    run_dir = Path(base.state_dir).resolve() / "demo" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
+    settings = base.model_copy(update={"topic_prefix": f"{base.topic_prefix}demo-{run_id}.", "state_dir": run_dir})
 
     rows = _load_rows(args)
-    stack = EmbeddedStack(settings) if settings.embedded else None
+    stack = EmbeddedStack(base) if settings.embedded else None
     started_stack = False
     if stack is not None and not (stack.broker_healthy(1.0) and stack.redis_healthy(1.0)):
         for line in stack.up():
