@@ -47,9 +47,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    if args.log_level != "DEBUG":
-        # Presidio logs one INFO line per recognizer it loads.
-        logging.getLogger("presidio-analyzer").setLevel(logging.WARNING)
     try:
         return int(args.handler(args) or 0)
     except DriftloopError as exc:
