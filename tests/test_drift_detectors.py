@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 from datetime import timedelta
 
 import pytest
@@ -115,6 +116,43 @@ def test_stationary_defaults_raise_no_alarm():
     for count in counts:
         assert count.n_updates == 10_000, f"{count.detector} on {count.signal} skipped examples"
         assert count.n_detections == 0, f"{count.detector} on {count.signal} raised {count.n_detections} alarm(s)"
+
+
+def wide_confidences(count: int, seed: int) -> list[float]:
+    # Beta(1, 0.6): mean 0.625, standard deviation 0.30, wider than the synthetic stream's.
+    rng = random.Random(seed)
+    return [rng.betavariate(1.0, 0.6) for _ in range(count)]
+
+
+def confidence_alarms(spec: DetectorSettings, confidences: list[float]) -> list[int]:
+    monitor = DriftMonitor(DriftSettings(detectors=(spec,)), model_version=1)
+    return [
+        position
+        for position, confidence in enumerate(confidences)
+        if monitor.update(MonitoredExample(confidence=confidence, event_time=START_TIME))
+    ]
+
+
+def test_page_hinkley_long_stationary_quiet():
+    default = next(spec for spec in DriftSettings().detectors if spec.name == "page_hinkley")
+    fading = default.model_copy(update={"params": {**default.params, "alpha": 1 - 1e-4}})
+    confidences = wide_confidences(100_000, seed=0)
+
+    assert confidence_alarms(default, confidences) == []
+    # river's fading factor is why the default turns fading off: the faded sum stops
+    # growing and wanders, so the same stream crosses the threshold.
+    assert confidence_alarms(fading, confidences) != []
+
+
+def test_page_hinkley_finds_confidence_fall():
+    default = next(spec for spec in DriftSettings().detectors if spec.name == "page_hinkley")
+    rng = random.Random(1)
+    fallen = [rng.betavariate(0.6, 1.0) for _ in range(2000)]  # mean 0.375
+
+    alarms = confidence_alarms(default, wide_confidences(10_000, seed=1) + fallen)
+
+    assert alarms, "no alarm after the confidence fell"
+    assert 10_000 <= alarms[0] < 10_500
 
 
 def test_monitor_drops_non_finite_confidence():

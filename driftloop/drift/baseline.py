@@ -1,8 +1,9 @@
 """Figures for the detection benchmark: plain river ADWIN delay and stationary false alarms.
 
-``python -m driftloop.drift.baseline [SEEDS]`` prints the false alarms of the default
-detectors on :func:`driftloop.drift.synthetic.stationary_examples` for seeds 0 to
-SEEDS - 1 (default 10).
+``python -m driftloop.drift.baseline [SEEDS [EXAMPLES]]`` prints the false alarms of the
+default detectors on EXAMPLES (default 10,000) examples of
+:func:`driftloop.drift.synthetic.stationary_examples`, for seeds 0 to SEEDS - 1
+(default 10).
 """
 
 from __future__ import annotations
@@ -46,8 +47,9 @@ def count_stationary_alarms(settings: DriftSettings, seeds: Iterable[int], n_exa
 
 def main(argv: list[str]) -> None:
     n_seeds = int(argv[0]) if argv else 10
-    counts = count_stationary_alarms(DriftSettings(), range(n_seeds), n_examples=10_000)
-    print(f"alarms on 10,000 stationary examples, seeds 0..{n_seeds - 1}")
+    n_examples = int(argv[1]) if len(argv) > 1 else 10_000
+    counts = count_stationary_alarms(DriftSettings(), range(n_seeds), n_examples=n_examples)
+    print(f"alarms on {n_examples:,} stationary examples, seeds 0..{n_seeds - 1}")
     for label, per_seed in counts.items():
         print(f"{label:30} total {sum(per_seed):3d}, seeds with an alarm {sum(1 for n in per_seed if n)}")
 
