@@ -65,12 +65,26 @@ def embed_texts(classifier: TextClassifier, tokenizer, texts: Sequence[str], opt
 
 
 def _fit_head(classifier, tokenizer, texts, targets, options: FitOptions, device) -> dict[str, float]:
-    embeddings = embed_texts(classifier, tokenizer, texts, options, device).to(device)
-    targets = targets.to(device)
-    head = classifier.head
-    head.train()
+    embeddings = embed_texts(classifier, tokenizer, texts, options, device)
+    return fit_head(classifier.head, embeddings, targets, options)
+
+
+def fit_head(head: nn.Module, embeddings: torch.Tensor, targets: torch.Tensor, options: FitOptions) -> dict[str, float]:
+    """Fit ``head`` on fixed embeddings, full batch, for ``options.head_steps`` steps.
+
+    The tensors move to the head's device. Returns the final ``loss`` and the
+    ``train_accuracy`` on the same embeddings.
+    """
+    if len(embeddings) != len(targets):
+        raise ValueError(f"{len(embeddings)} embeddings but {len(targets)} labels")
+    if not len(targets):
+        raise ValueError("no training examples")
+    torch.manual_seed(options.seed)
+    device = next(head.parameters()).device
+    embeddings, targets = embeddings.to(device), targets.to(device)
     optimizer = torch.optim.AdamW(head.parameters(), lr=options.learning_rate, weight_decay=1e-4)
     loss_function = nn.CrossEntropyLoss()
+    head.train()
     loss = torch.tensor(0.0)
     for _ in range(options.head_steps):
         optimizer.zero_grad()

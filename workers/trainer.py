@@ -43,7 +43,6 @@ import redis
 import torch
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 from pydantic import ValidationError
-from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from driftloop.config import Settings
@@ -59,7 +58,7 @@ from driftloop.registry.records import ModelVersion
 from driftloop.registry.registry import ModelRegistry
 from driftloop.schemas.events import Example, decode_event
 from driftloop.streams.drift import job_lock_for
-from driftloop.training import FitOptions, embed_texts, fit
+from driftloop.training import FitOptions, embed_texts, fit, fit_head
 
 logger = logging.getLogger(__name__)
 
@@ -164,30 +163,6 @@ class TorchFineTuner:
             return fit(classifier, tokenizer, texts, label_ids, options, device)
         targets = torch.tensor(list(label_ids), dtype=torch.long)
         return fit_head(classifier.head, self.embeddings.get(texts), targets, options)
-
-
-def fit_head(head: nn.Linear, embeddings: torch.Tensor, targets: torch.Tensor, options: FitOptions) -> dict[str, float]:
-    """Fit ``head`` on fixed embeddings with the optimiser and steps of ``driftloop.training``'s head mode."""
-    if len(embeddings) != len(targets):
-        raise ValueError(f"{len(embeddings)} embeddings but {len(targets)} labels")
-    if not len(targets):
-        raise ValueError("no training examples")
-    torch.manual_seed(options.seed)
-    device = head.weight.device
-    embeddings, targets = embeddings.to(device), targets.to(device)
-    optimizer = torch.optim.AdamW(head.parameters(), lr=options.learning_rate, weight_decay=1e-4)
-    loss_function = nn.CrossEntropyLoss()
-    head.train()
-    loss = torch.tensor(0.0)
-    for _ in range(options.head_steps):
-        optimizer.zero_grad()
-        loss = loss_function(head(embeddings), targets)
-        loss.backward()
-        optimizer.step()
-    head.eval()
-    with torch.no_grad():
-        accuracy = (head(embeddings).argmax(dim=-1) == targets).float().mean().item()
-    return {"loss": float(loss.item()), "train_accuracy": accuracy}
 
 
 class TextEmbeddings:
