@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import redis
-from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message
 
 from driftloop.config import Settings
 from driftloop.drift.events import DriftEvent, TrainingJob
@@ -42,6 +42,7 @@ from driftloop.drift.redis_lock import RedisJobLock
 from driftloop.drift.settings import DriftSettings
 from driftloop.drift.trigger import JobLock, TriggerPolicy
 from driftloop.errors import EventError, ServiceError
+from driftloop.infra.batches import DeliveryFailed, DeliveryTracker, store_offsets
 from driftloop.infra.clients import make_consumer, make_producer, make_redis, source_of
 from driftloop.infra.topics import DRIFT, EXAMPLES, JOBS, PREDICTIONS
 from driftloop.registry.records import RegistryKeys
@@ -177,7 +178,7 @@ class DriftProcess:
         self.counters = DriftCounters()
 
         self._stop = threading.Event()
-        self._delivery_errors: list[KafkaError] = []
+        self._deliveries = DeliveryTracker(self.producer)
         self._pending = _Pending()
         self._stats_logged_at = time.monotonic()
         self._last_update_at = time.monotonic()
@@ -207,7 +208,7 @@ class DriftProcess:
                 messages = self._consume()
                 if messages:
                     self.process(messages)
-                    self._store_offsets(messages)
+                    store_offsets(self.consumer, messages, "drift process")
                     batches += 1
                 self._follow_champion()
                 self._update_when_idle()
@@ -326,17 +327,16 @@ class DriftProcess:
     def _publish(self, events: list[DriftEvent], jobs: list[TrainingJob]) -> None:
         key = self.pipeline.encode("utf-8")
         for event in events:
-            self.producer.produce(self.drift_topic, key=key, value=event.model_dump_json().encode("utf-8"), on_delivery=self._on_delivery)
+            self.producer.produce(self.drift_topic, key=key, value=event.model_dump_json().encode("utf-8"), on_delivery=self._deliveries.on_delivery)
         self.counters.drift_events += len(events)
         for job in jobs:
-            self.producer.produce(self.jobs_topic, key=key, value=job.model_dump_json().encode("utf-8"), on_delivery=self._on_delivery)
+            self.producer.produce(self.jobs_topic, key=key, value=job.model_dump_json().encode("utf-8"), on_delivery=self._deliveries.on_delivery)
         if not events and not jobs:
             return
-        remaining = self.producer.flush(DELIVERY_TIMEOUT_S)
-        errors, self._delivery_errors = self._delivery_errors, []
-        if remaining or errors:
-            detail = f"{remaining} not acknowledged within {DELIVERY_TIMEOUT_S:.0f} s" if remaining else str(errors[0])
-            logger.error("drift process lost %d drift events and %d jobs: %s", len(events), len(jobs), detail)
+        try:
+            self._deliveries.await_acks(DELIVERY_TIMEOUT_S)
+        except DeliveryFailed as exc:
+            logger.error("drift process lost %d drift events and %d jobs: %s", len(events), len(jobs), exc)
             for job in jobs:
                 self._abandon(job)
             return
@@ -351,22 +351,6 @@ class DriftProcess:
             self.policy.finish_job(job.job_id)
         except ServiceError as exc:
             logger.error("could not release the job lock of job %s, which stays until it expires: %s", job.job_id, exc)
-
-    def _on_delivery(self, error: KafkaError | None, _message: Message) -> None:
-        if error is not None:
-            self._delivery_errors.append(error)
-
-    def _store_offsets(self, messages: list[Message]) -> None:
-        # The stored offset is the processed offset + 1: the next record to read.
-        next_offsets: dict[tuple[str, int], int] = {}
-        for message in messages:
-            key = (message.topic(), message.partition())
-            next_offsets[key] = max(next_offsets.get(key, -1), message.offset() + 1)
-        partitions = [TopicPartition(topic, partition, offset) for (topic, partition), offset in next_offsets.items()]
-        try:
-            self.consumer.store_offsets(offsets=partitions)
-        except KafkaException as exc:
-            logger.warning("drift process could not store offsets %s: %s", partitions, exc)
 
     def _read_champion(self) -> int | None:
         try:

@@ -23,6 +23,7 @@ from driftloop.infra.clients import DeadLetterWriter, make_consumer, make_produc
 from driftloop.infra.topics import PREDICTIONS, REQUESTS
 from driftloop.model import CHARS_PER_TOKEN_BOUND
 from driftloop.schemas.events import InferenceRequest, Prediction, decode_event, encode_event
+from driftloop.infra.batches import DeliveryFailed, DeliveryTracker, collect_batch, rewind, store_offsets
 from driftloop.workers.metrics import WorkerMetrics
 from driftloop.workers.model_source import ModelSource
 
@@ -43,10 +44,6 @@ class _Decoded:
     request: InferenceRequest
 
 
-class DeliveryFailed(Exception):
-    """Some predictions of a batch were not acknowledged by the broker."""
-
-
 class InferenceWorker:
     """Reads requests, batches them, predicts, produces predictions, then stores offsets."""
 
@@ -63,6 +60,7 @@ class InferenceWorker:
         self.settings = settings
         self.models = models
         self.worker_id = worker_id or new_worker_id()
+        self._owner = f"worker {self.worker_id}"
         self.group_id = group_id or settings.topic("inference")
         self.metrics = metrics or WorkerMetrics(self.worker_id)
         self.heartbeat = heartbeat
@@ -76,7 +74,7 @@ class InferenceWorker:
         self.processed = 0
         self._stop = threading.Event()
         self._last_lag_check = 0.0
-        self._delivery_errors: list[KafkaError] = []
+        self._deliveries = DeliveryTracker(self.producer)
         self.assigned_partitions: set[int] = set()
         self.metrics.model_version.set(self.model.version)
         self.metrics.model_since.set(self.model_since)
@@ -93,7 +91,7 @@ class InferenceWorker:
         batches = 0
         try:
             while not self._stop.is_set() and (max_batches is None or batches < max_batches):
-                messages = self._collect_batch()
+                messages = collect_batch(self.consumer, self.settings.batch_size, self.settings.max_batch_wait_ms, self._owner)
                 if messages:
                     self._process(messages)
                     batches += 1
@@ -116,32 +114,18 @@ class InferenceWorker:
 
     # Steps of the loop.
 
-    def _collect_batch(self) -> list[Message]:
-        """Take up to batch_size records, waiting at most max_batch_wait_ms (1 s when idle)."""
-        messages = self.consumer.consume(self.settings.batch_size, timeout=max(self.settings.max_batch_wait_ms, 1) / 1000)
-        if not messages:
-            messages = self.consumer.consume(self.settings.batch_size, timeout=0.5)
-        records = []
-        for message in messages:
-            error = message.error()
-            if error is None:
-                records.append(message)
-            elif error.code() != KafkaError._PARTITION_EOF:
-                logger.warning("consume error on %s: %s", self.requests_topic, error)
-        return records
-
     def _process(self, messages: list[Message]) -> None:
         decoded = self._decode(messages)
         try:
             if decoded:
                 self._predict_and_produce(decoded)
-            self._await_acks()
+            self._deliveries.await_acks(self.settings.shutdown_timeout_s)
         except DeliveryFailed as exc:
-            logger.error("worker %s: %s; re-reading the batch from its first offsets", self.worker_id, exc)
-            self._rewind(messages)
+            logger.error("%s: %s; re-reading the batch from its first offsets", self._owner, exc)
+            rewind(self.consumer, messages, self._owner)
             time.sleep(RETRY_BACKOFF_S)
             return
-        self._store_offsets(messages)
+        store_offsets(self.consumer, messages, self._owner)
 
     def _decode(self, messages: list[Message]) -> list[_Decoded]:
         decoded = []
@@ -182,47 +166,11 @@ class InferenceWorker:
                 text=request.text[:text_limit],
                 attributes=request.attributes,
             )
-            self.producer.produce(self.predictions_topic, key=request.request_id.encode("utf-8"), value=encode_event(prediction), on_delivery=self._on_delivery)
+            self.producer.produce(self.predictions_topic, key=request.request_id.encode("utf-8"), value=encode_event(prediction), on_delivery=self._deliveries.on_delivery)
             self.metrics.end_to_end.observe(latency_ms)
 
         self.processed += len(decoded)
         self.metrics.processed.inc(len(decoded))
-
-    def _on_delivery(self, error, message) -> None:
-        if error is not None:
-            self._delivery_errors.append(error)
-
-    def _await_acks(self) -> None:
-        remaining = self.producer.flush(self.settings.shutdown_timeout_s)
-        errors, self._delivery_errors = self._delivery_errors, []
-        if remaining:
-            raise DeliveryFailed(f"{remaining} records not acknowledged within {self.settings.shutdown_timeout_s:.0f} s")
-        if errors:
-            raise DeliveryFailed(f"{len(errors)} records failed delivery, first: {errors[0]}")
-
-    def _store_offsets(self, messages: list[Message]) -> None:
-        # The committed offset is the processed offset + 1: the next record to read.
-        next_offsets: dict[tuple[str, int], int] = {}
-        for message in messages:
-            key = (message.topic(), message.partition())
-            next_offsets[key] = max(next_offsets.get(key, -1), message.offset() + 1)
-        partitions = [TopicPartition(topic, partition, offset) for (topic, partition), offset in next_offsets.items()]
-        try:
-            self.consumer.store_offsets(offsets=partitions)
-        except KafkaException as exc:
-            # A partition revoked meanwhile is re-read by its new owner: repeated, not lost.
-            logger.warning("worker %s: could not store offsets %s: %s", self.worker_id, partitions, exc)
-
-    def _rewind(self, messages: list[Message]) -> None:
-        first: dict[tuple[str, int], int] = {}
-        for message in messages:
-            key = (message.topic(), message.partition())
-            first[key] = min(first.get(key, message.offset()), message.offset())
-        for (topic, partition), offset in first.items():
-            try:
-                self.consumer.seek(TopicPartition(topic, partition, offset))
-            except KafkaException as exc:
-                logger.warning("worker %s: could not seek %s[%d]@%d: %s", self.worker_id, topic, partition, offset, exc)
 
     def _swap_model_if_ready(self) -> None:
         new_model = self.models.poll()

@@ -24,7 +24,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from driftloop.config import Settings
@@ -34,6 +34,7 @@ from driftloop.infra.topics import REQUESTS, REQUESTS_RAW, partition_count
 from driftloop.redaction.ingress import build_raw_request, redact_requests
 from driftloop.redaction.redactor import Redactor
 from driftloop.schemas.events import InferenceRequest, encode_event
+from driftloop.infra.batches import DeliveryFailed, DeliveryTracker, collect_batch, describe, next_offsets, rewind
 from driftloop.workers.inference import new_worker_id
 
 logger = logging.getLogger(__name__)
@@ -50,10 +51,6 @@ class Truncation:
 
     supported: bool
     reason: str = ""
-
-
-class DeliveryFailed(Exception):
-    """Some redacted requests of a batch were not acknowledged by the broker."""
 
 
 def probe_truncation(settings: Settings, admin, topic: str, timeout: float = PROBE_TIMEOUT_S) -> Truncation:
@@ -104,6 +101,7 @@ class TransitRedactor:
         self.settings = settings
         self.redactor = redactor
         self.worker_id = worker_id or new_worker_id()
+        self._owner = f"redactor {self.worker_id}"
         self.group_id = group_id or settings.topic(STAGE)
         self.transit_topic = settings.topic(REQUESTS_RAW)
         self.requests_topic = settings.topic(REQUESTS)
@@ -118,7 +116,7 @@ class TransitRedactor:
         self.processed = 0
         self.entity_counts: Counter[str] = Counter()
         self._stop = threading.Event()
-        self._delivery_errors: list[KafkaError] = []
+        self._deliveries = DeliveryTracker(self.producer)
         self._deletions: list[tuple[list[TopicPartition], dict[TopicPartition, Future]]] = []
         self._failed_deletions = 0
 
@@ -135,7 +133,7 @@ class TransitRedactor:
         batches = 0
         try:
             while not self._stop.is_set() and (max_batches is None or batches < max_batches):
-                messages = self._collect_batch()
+                messages = collect_batch(self.consumer, self.settings.batch_size, self.settings.max_batch_wait_ms, self._owner)
                 if messages:
                     self._process(messages)
                     batches += 1
@@ -166,29 +164,15 @@ class TransitRedactor:
 
     # Steps of the loop.
 
-    def _collect_batch(self) -> list[Message]:
-        """Take up to batch_size records, waiting at most max_batch_wait_ms (0.5 s more when idle)."""
-        messages = self.consumer.consume(self.settings.batch_size, timeout=max(self.settings.max_batch_wait_ms, 1) / 1000)
-        if not messages:
-            messages = self.consumer.consume(self.settings.batch_size, timeout=0.5)
-        records = []
-        for message in messages:
-            error = message.error()
-            if error is None:
-                records.append(message)
-            elif error.code() != KafkaError._PARTITION_EOF:
-                logger.warning("redactor %s: consume error on %s: %s", self.worker_id, self.transit_topic, error)
-        return records
-
     def _process(self, messages: list[Message]) -> None:
         """Redact, produce, await acks, commit, then ask for the truncation up to the commit."""
         decoded = self._decode(messages)
         try:
             self._redact_and_produce(decoded)
-            self._await_acks()
+            self._deliveries.await_acks(self.settings.shutdown_timeout_s)
         except DeliveryFailed as exc:
-            logger.error("redactor %s: %s; re-reading the batch from its first offsets", self.worker_id, exc)
-            self._rewind(messages)
+            logger.error("%s: %s; re-reading the batch from its first offsets", self._owner, exc)
+            rewind(self.consumer, messages, self._owner)
             time.sleep(RETRY_BACKOFF_S)
             return
         committed = self._commit(messages)
@@ -215,34 +199,19 @@ class TransitRedactor:
                 self.requests_topic,
                 key=request.request_id.encode("utf-8"),
                 value=encode_event(request),
-                on_delivery=self._on_delivery,
+                on_delivery=self._deliveries.on_delivery,
             )
             self.entity_counts.update(outcome.entity_counts)
         self.processed += len(decoded)
 
-    def _on_delivery(self, error, message) -> None:
-        if error is not None:
-            self._delivery_errors.append(error)
-
-    def _await_acks(self) -> None:
-        remaining = self.producer.flush(self.settings.shutdown_timeout_s)
-        errors, self._delivery_errors = self._delivery_errors, []
-        if remaining:
-            raise DeliveryFailed(f"{remaining} records not acknowledged within {self.settings.shutdown_timeout_s:.0f} s")
-        if errors:
-            raise DeliveryFailed(f"{len(errors)} records failed delivery, first: {errors[0]}")
-
     def _commit(self, messages: list[Message]) -> list[TopicPartition]:
         """Commit the processed offset + 1 of each partition; return the partitions committed."""
-        next_offsets: dict[int, int] = {}
-        for message in messages:
-            next_offsets[message.partition()] = max(next_offsets.get(message.partition(), -1), message.offset() + 1)
-        offsets = [TopicPartition(self.transit_topic, partition, offset) for partition, offset in sorted(next_offsets.items())]
+        offsets = next_offsets(messages)
         try:
             results = self.consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
             # A partition revoked meanwhile is re-read by its new owner: repeated, not lost.
-            logger.warning("redactor %s: commit of %s failed: %s", self.worker_id, _describe(offsets), exc.args[0])
+            logger.warning("redactor %s: commit of %s failed: %s", self.worker_id, describe(offsets), exc.args[0])
             return []
         committed = [result for result in results or [] if result.error is None and result.offset >= 0]
         for result in results or []:
@@ -282,20 +251,10 @@ class TransitRedactor:
             logger.warning(
                 "redactor %s: DeleteRecords up to %s failed (%d failures so far); retention removes those records: %s",
                 self.worker_id,
-                _describe(partitions),
+                describe(partitions),
                 self._failed_deletions,
                 error,
             )
-
-    def _rewind(self, messages: list[Message]) -> None:
-        first: dict[int, int] = {}
-        for message in messages:
-            first[message.partition()] = min(first.get(message.partition(), message.offset()), message.offset())
-        for partition, offset in first.items():
-            try:
-                self.consumer.seek(TopicPartition(self.transit_topic, partition, offset))
-            except KafkaException as exc:
-                logger.warning("redactor %s: could not seek %s[%d]@%d: %s", self.worker_id, self.transit_topic, partition, offset, exc)
 
     def _shutdown(self) -> None:
         logger.info(
@@ -338,7 +297,3 @@ def parse_transit_record(message: Message) -> InferenceRequest:
         event_time_ms=data.get("event_time_ms", timestamp if timestamp and timestamp > 0 else None),
         attributes=data.get("attributes"),
     )
-
-
-def _describe(partitions: list[TopicPartition]) -> str:
-    return ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in partitions)
