@@ -58,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _machine import machine_info  # noqa: E402
 
+from driftloop.artifact_digest import digest_artifact  # noqa: E402
 from driftloop.bootstrap import train_initial  # noqa: E402
 from driftloop.config import Settings, load_settings  # noqa: E402
 from driftloop.datasets import read_labelled, shuffled  # noqa: E402
@@ -65,7 +66,7 @@ from driftloop.errors import ArtifactError  # noqa: E402
 from driftloop.infra.clients import make_redis  # noqa: E402
 from driftloop.infra.stack import EmbeddedStack, free_port  # noqa: E402
 from driftloop.infra.topics import AUDIT, DEAD_LETTER, PREDICTIONS, REQUESTS, create_topics  # noqa: E402
-from driftloop.model import ARCHITECTURE, METADATA_FILE, WEIGHTS_FILE, save_artifact, sha256_file  # noqa: E402
+from driftloop.model import ARCHITECTURE, METADATA_FILE, WEIGHTS_FILE, save_artifact  # noqa: E402
 from driftloop.producer import EventProducer, now_ms  # noqa: E402
 from driftloop.registry.heartbeat import read_workers  # noqa: E402
 from driftloop.registry.records import ChampionChange, ModelVersion  # noqa: E402
@@ -177,8 +178,10 @@ class PickleBomb:
 
 
 def _set_sha256(client: redis.Redis, registry: ModelRegistry, record: ModelVersion) -> None:
-    """Store the damaged weights' hash in the record, as if it had been registered damaged."""
-    client.hset(registry.keys.version(record.version), "sha256", sha256_file(record.path / WEIGHTS_FILE))
+    """Store the damaged artifact's SHA-256 and file list in the record, as if it had been registered damaged."""
+    digest, _ = digest_artifact(record.path)
+    mapping = {"sha256": digest.sha256, "files": json.dumps(digest.files, sort_keys=True)}
+    client.hset(registry.keys.version(record.version), mapping=mapping)
 
 
 def _edit_metadata(record: ModelVersion, change: Callable[[dict], None]) -> None:

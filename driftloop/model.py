@@ -6,17 +6,19 @@ A model artifact is a directory holding:
 - ``driftloop.json``: architecture name, labels, encoder config, max length;
 - the tokenizer files written by ``save_pretrained``.
 
+The artifact SHA-256 covers every file of the directory, and
+:mod:`driftloop.artifact_digest` describes how it is built.
+
 Weights are read with safetensors only. Pickle files (``.bin``, ``.pt``, ``.pkl``)
 are never opened, because unpickling can run arbitrary code.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +26,12 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save_file
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
+from driftloop.artifact_digest import artifact_sha256, check_artifact_digest, digest_artifact
 from driftloop.errors import ArtifactError, ModelError
 
 logger = logging.getLogger(__name__)
@@ -139,14 +143,6 @@ class LabelScore:
     label: str
     confidence: float
     scores: dict[str, float]
-
-
-def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class ServingModel:
@@ -270,7 +266,7 @@ class ServingModel:
     # Saving.
 
     def save(self, directory: Path) -> str:
-        """Write the artifact to ``directory`` and return the SHA-256 of its weights file."""
+        """Write the artifact to ``directory`` and return its artifact SHA-256 (all files)."""
         return save_artifact(self.classifier, self.tokenizer, self.metadata, directory)
 
 
@@ -292,12 +288,17 @@ def _length_buckets(order: list[int], lengths: list[int], batch_size: int, budge
 def save_artifact(
     classifier: TextClassifier, tokenizer: PreTrainedTokenizerBase, metadata: ModelMetadata, directory: Path
 ) -> str:
+    """Write the weights, ``driftloop.json`` and the tokenizer files, and return the artifact SHA-256.
+
+    The SHA-256 covers every file in ``directory`` afterwards, including files that
+    were there before. See :func:`driftloop.artifact_digest.digest_artifact`.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().to("cpu").contiguous() for name, tensor in classifier.state_dict().items()}
     save_file(state, str(directory / WEIGHTS_FILE), metadata={"architecture": ARCHITECTURE})
     (directory / METADATA_FILE).write_text(json.dumps(metadata.to_json(), indent=2), encoding="utf-8")
     tokenizer.save_pretrained(str(directory))
-    return sha256_file(directory / WEIGHTS_FILE)
+    return artifact_sha256(directory)
 
 
 def load_artifact(
@@ -307,36 +308,39 @@ def load_artifact(
     precision: str = "fp32",
     version: int = 0,
     expected_sha256: str | None = None,
+    expected_files: Mapping[str, str] | None = None,
     expected_labels: Sequence[str] | None = None,
 ) -> ServingModel:
-    """Load a driftloop artifact, checking its hash, architecture and labels first."""
+    """Load a driftloop artifact, checking its artifact SHA-256, architecture and labels first.
+
+    ``expected_sha256`` is the artifact SHA-256 over all files, as built by
+    :func:`driftloop.artifact_digest.digest_artifact`. ``expected_files``, the per-file
+    SHA-256 recorded with it, only lets the error name the files that differ.
+
+    The weights and ``driftloop.json`` are read once, and the bytes that were hashed
+    are the bytes that are loaded. While the weights load, their file's content is
+    held in memory next to the tensors.
+
+    NOTE: the tokenizer is read from the directory after the check, so a tokenizer
+    file replaced between the check and that read is not detected.
+    """
     path = Path(directory)
-    weights = path / WEIGHTS_FILE
-    if not weights.is_file():
+    try:
+        digest, contents = digest_artifact(path, keep=(WEIGHTS_FILE, METADATA_FILE))
+    except ArtifactError as exc:
+        raise ArtifactError(f"version {version}: {exc}") from exc
+    if WEIGHTS_FILE not in contents:
         pickles = sorted(p.name for p in path.glob("*") if p.suffix in PICKLE_SUFFIXES)
         hint = f"; pickle files {pickles} are never loaded" if pickles else ""
-        raise ArtifactError(f"version {version}: {weights} not found{hint}")
-
+        raise ArtifactError(f"version {version}: {path / WEIGHTS_FILE} not found{hint}")
     if expected_sha256 is not None:
-        actual = sha256_file(weights)
-        if actual != expected_sha256:
-            raise ArtifactError(
-                f"version {version}: SHA-256 of {weights} is {actual}, the registry expects {expected_sha256}"
-            )
+        check_artifact_digest(digest, expected_sha256, expected_files, version=version, path=path)
 
-    try:
-        metadata = ModelMetadata.from_json(json.loads((path / METADATA_FILE).read_text(encoding="utf-8")), path=path)
-    except FileNotFoundError as exc:
-        raise ArtifactError(f"version {version}: {path / METADATA_FILE} not found") from exc
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"version {version}: {path / METADATA_FILE} is not valid JSON: {exc}") from exc
+    metadata = _parse_metadata(contents.get(METADATA_FILE), path, version)
     if expected_labels is not None and list(expected_labels) != list(metadata.labels):
         raise ArtifactError(f"version {version}: labels in {path} differ from the registry's metadata")
-
-    try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError) as exc:
-        raise ArtifactError(f"version {version}: {weights} is not a readable safetensors file: {exc}") from exc
+    # Popping drops the last reference to the file's bytes once the tensors are built.
+    state = _parse_weights(contents.pop(WEIGHTS_FILE), path / WEIGHTS_FILE, version)
 
     classifier = _build_classifier(metadata, path, with_pooler=any(".pooler." in name for name in state))
     try:
@@ -350,6 +354,23 @@ def load_artifact(
     return ServingModel(
         classifier, tokenizer, metadata, device=torch.device(device), precision=precision, version=version, path=path
     )
+
+
+def _parse_metadata(content: bytes | None, path: Path, version: int) -> ModelMetadata:
+    if content is None:
+        raise ArtifactError(f"version {version}: {path / METADATA_FILE} not found")
+    try:
+        raw = json.loads(content.decode("utf-8"))
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise ArtifactError(f"version {version}: {path / METADATA_FILE} is not valid JSON: {exc}") from exc
+    return ModelMetadata.from_json(raw, path=path)
+
+
+def _parse_weights(content: bytes, weights: Path, version: int) -> dict[str, torch.Tensor]:
+    try:
+        return load_safetensors(content)
+    except SafetensorError as exc:
+        raise ArtifactError(f"version {version}: {weights} is not a readable safetensors file: {exc}") from exc
 
 
 def _build_classifier(metadata: ModelMetadata, path: Path, *, with_pooler: bool) -> TextClassifier:

@@ -21,12 +21,13 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from driftloop.artifact_digest import digest_artifact
 from driftloop.config import Settings
 from driftloop.errors import ArtifactError, RegistryError
 from driftloop.infra.clients import make_redis
 from driftloop.infra.stack import free_port, redis_reachable, resolve_redis_binary
 from driftloop.infra.topics import AUDIT, create_topics
-from driftloop.model import ARCHITECTURE, METADATA_FILE, WEIGHTS_FILE, sha256_file
+from driftloop.model import ARCHITECTURE, METADATA_FILE, WEIGHTS_FILE
 from driftloop.registry.registry import ModelRegistry
 from driftloop.registry.source import RegistryModelSource
 from driftloop.testing.models import write_tiny_artifact
@@ -127,7 +128,7 @@ def test_source_damaged_champion_raises(registry: ModelRegistry, artifacts, sour
     with (record.path / WEIGHTS_FILE).open("ab") as handle:
         handle.write(b"\0")
 
-    with pytest.raises(ArtifactError, match="version 1: SHA-256 of .* the registry expects"):
+    with pytest.raises(ArtifactError, match=r"version 1: artifact SHA-256 \(all files\) of .* was expected"):
         source_factory()
 
 
@@ -164,17 +165,26 @@ def test_source_follows_promotion_and_rollback(registry: ModelRegistry, artifact
 # Versions that must not load.
 
 
+def record_damaged_artifact(record, registry) -> None:
+    """Store the damaged artifact's SHA-256 and file list, as if it had been registered damaged."""
+    digest, _ = digest_artifact(record.path)
+    client = make_redis(registry.settings)
+    mapping = {"sha256": digest.sha256, "files": json.dumps(digest.files, sort_keys=True)}
+    client.hset(registry.keys.version(record.version), mapping=mapping)
+    client.close()
+
+
 def corrupt_hash(record, registry, tmp_path):
     with (record.path / WEIGHTS_FILE).open("ab") as handle:
         handle.write(b"\0")
-    return "SHA-256 of"
+    return "Changed files: ['model.safetensors']"
 
 
 def truncate_after_registration(record, registry, tmp_path):
     weights = record.path / WEIGHTS_FILE
     with weights.open("r+b") as handle:
         handle.truncate(weights.stat().st_size // 2)
-    return "SHA-256 of"
+    return "Changed files: ['model.safetensors']"
 
 
 def truncate_with_matching_record(record, registry, tmp_path):
@@ -182,10 +192,29 @@ def truncate_with_matching_record(record, registry, tmp_path):
     weights = record.path / WEIGHTS_FILE
     with weights.open("r+b") as handle:
         handle.truncate(weights.stat().st_size // 2)
-    client = make_redis(registry.settings)
-    client.hset(registry.keys.version(record.version), "sha256", sha256_file(weights))
-    client.close()
+    record_damaged_artifact(record, registry)
     return "is not a readable safetensors file"
+
+
+def swapped_labels(record, registry, tmp_path):
+    # Same weights, labels in another order: every prediction would name the wrong label.
+    metadata = json.loads((record.path / METADATA_FILE).read_text())
+    metadata["labels"] = list(reversed(metadata["labels"]))
+    (record.path / METADATA_FILE).write_text(json.dumps(metadata))
+    return "Changed files: ['driftloop.json']"
+
+
+def changed_tokenizer_file(record, registry, tmp_path):
+    path = record.path / "tokenizer_config.json"
+    config = json.loads(path.read_text())
+    config["model_max_length"] = 8
+    path.write_text(json.dumps(config))
+    return "Changed files: ['tokenizer_config.json']"
+
+
+def stray_file(record, registry, tmp_path):
+    (record.path / "notes.txt").write_text("not part of the model", encoding="utf-8")
+    return "Files not in the expected list: ['notes.txt']"
 
 
 def pickle_only(record, registry, tmp_path):
@@ -200,9 +229,11 @@ def pickle_beside_safetensors(record, registry, tmp_path):
 
 
 def other_architecture_metadata(record, registry, tmp_path):
+    # The record matches the edited files, so the architecture check is what rejects it.
     metadata = json.loads((record.path / METADATA_FILE).read_text())
     metadata["architecture"] = "other.Classifier/3"
     (record.path / METADATA_FILE).write_text(json.dumps(metadata))
+    record_damaged_artifact(record, registry)
     return "is a 'other.Classifier/3' model"
 
 
@@ -210,6 +241,9 @@ BAD_VERSIONS = [
     corrupt_hash,
     truncate_after_registration,
     truncate_with_matching_record,
+    swapped_labels,
+    changed_tokenizer_file,
+    stray_file,
     pickle_only,
     pickle_beside_safetensors,
     other_architecture_metadata,

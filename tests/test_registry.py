@@ -18,12 +18,13 @@ import yaml
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from safetensors.torch import load_file, save_file
 
+from driftloop.artifact_digest import artifact_sha256, digest_artifact
 from driftloop.config import Settings
 from driftloop.errors import ArtifactError, ConfigError, RegistryError, ServiceError
 from driftloop.infra.clients import make_redis
 from driftloop.infra.stack import free_port
 from driftloop.infra.topics import AUDIT, create_topics
-from driftloop.model import ARCHITECTURE, METADATA_FILE, WEIGHTS_FILE, sha256_file
+from driftloop.model import ARCHITECTURE, METADATA_FILE, WEIGHTS_FILE
 from driftloop.registry import cli
 from driftloop.registry.cards import CARD_JSON, CARD_MARKDOWN
 from driftloop.registry.guardrail import GuardrailPolicy, OnlineAccuracy, Verdict, decide, run_guardrail
@@ -128,8 +129,11 @@ def test_register_stores_verified_copy(registry: ModelRegistry, artifacts, setti
     assert record.version == 1
     assert record.status == Status.CANDIDATE
     assert record.path == Path(settings.state_dir).resolve() / "models" / "v1"
-    assert record.sha256 == sha256_file(artifacts[0] / WEIGHTS_FILE)
-    assert sha256_file(record.path / WEIGHTS_FILE) == record.sha256
+    assert record.sha256 == artifact_sha256(artifacts[0])
+    assert record.files == digest_artifact(artifacts[0])[0].files
+    assert sorted(record.files) == sorted(path.name for path in artifacts[0].iterdir())
+    # The model cards written into the stored copy are left out of its SHA-256.
+    assert artifact_sha256(record.path) == record.sha256
     assert record.labels == LABELS
     assert record.architecture == ARCHITECTURE
     assert registry.get(1) == record
@@ -153,9 +157,12 @@ def test_register_writes_model_card(registry: ModelRegistry, artifacts) -> None:
     assert card["data_window"] == {"examples": {"0": [0, 120]}}
     assert card["group_metrics"] == {"mobile": {"accuracy": 0.75, "n": 40}}
     assert card["redaction"] == {"score_threshold": 0.5}
+    assert card["sha256"] == record.sha256
+    assert "files" not in card
     assert "# Model version 2" in markdown
     assert "- Parent version: 1" in markdown
     assert "| mobile | 0.7500 | 40 |" in markdown
+    assert f"- Artifact SHA-256 (all files except the model cards): `{record.sha256}`" in markdown
     assert "- score_threshold: 0.5" in markdown
 
 
@@ -225,6 +232,27 @@ def test_register_rejects_other_architecture_header(registry: ModelRegistry, art
         registry.register(directory)
 
 
+def test_register_rejects_symlink_out_of_artifact(registry: ModelRegistry, artifacts, tmp_path: Path) -> None:
+    directory = copy_artifact(artifacts[0], tmp_path / "artifact")
+    outside = tmp_path / "vocab.txt"
+    outside.write_text("[PAD]\n", encoding="utf-8")
+    (directory / "vocab.txt").symlink_to(outside)
+
+    with pytest.raises(ArtifactError, match="vocab.txt is a symbolic link"):
+        registry.register(directory)
+
+    assert registry.list_versions() == []
+
+
+def test_record_without_file_list_parses(registry: ModelRegistry, artifacts, redis_client: redis.Redis) -> None:
+    # Records written before the registry kept per-file SHA-256 values have no files field.
+    record = registry.register(artifacts[0])
+    redis_client.hdel(registry.keys.version(1), "files")
+
+    assert registry.get(1).files == {}
+    assert registry.get(1).sha256 == record.sha256
+
+
 def test_register_missing_directory_rejected(registry: ModelRegistry, tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="artifact directory .* not found"):
         registry.register(tmp_path / "absent")
@@ -268,8 +296,65 @@ def test_promote_corrupted_store_rejected(registry: ModelRegistry, artifacts) ->
     with (record.path / WEIGHTS_FILE).open("ab") as handle:
         handle.write(b"\0")
 
-    with pytest.raises(ArtifactError, match="version 1: SHA-256 of .* the registry expects"):
+    with pytest.raises(ArtifactError, match=r"version 1: artifact SHA-256 \(all files\) of .* was expected"):
         registry.promote(1, "corrupted")
+
+    assert registry.champion_version() is None
+
+
+def swap_labels(directory: Path) -> str:
+    metadata = json.loads((directory / METADATA_FILE).read_text())
+    metadata["labels"] = list(reversed(metadata["labels"]))
+    (directory / METADATA_FILE).write_text(json.dumps(metadata))
+    return "Changed files: ['driftloop.json']."
+
+
+def change_tokenizer_file(directory: Path) -> str:
+    with (directory / "tokenizer.json").open("a", encoding="utf-8") as handle:
+        handle.write("\n")
+    return "Changed files: ['tokenizer.json']."
+
+
+def add_stray_file(directory: Path) -> str:
+    (directory / "notes.txt").write_text("not part of the model", encoding="utf-8")
+    return "Files not in the expected list: ['notes.txt']."
+
+
+def append_to_weights(directory: Path) -> str:
+    with (directory / WEIGHTS_FILE).open("ab") as handle:
+        handle.write(b"\0")
+    return "Changed files: ['model.safetensors']."
+
+
+STORE_CHANGES = [swap_labels, change_tokenizer_file, add_stray_file, append_to_weights]
+
+
+@pytest.mark.parametrize("change", STORE_CHANGES, ids=[change.__name__ for change in STORE_CHANGES])
+def test_promote_changed_store_rejected(registry: ModelRegistry, artifacts, change) -> None:
+    registry.register(artifacts[0])
+    registry.promote(1, "good")
+    record = registry.register(artifacts[1])
+    expected_detail = change(record.path)
+
+    with pytest.raises(ArtifactError) as raised:
+        registry.promote(2, "changed after registration")
+
+    message = str(raised.value)
+    assert message.startswith(f"version 2: artifact SHA-256 (all files) of {record.path} is ")
+    assert f"but {record.sha256} was expected." in message
+    assert message.endswith(expected_detail)
+    assert registry.champion_version() == 1
+
+
+def test_promote_weights_only_record_explained(registry: ModelRegistry, artifacts, redis_client: redis.Redis) -> None:
+    # A record as older driftloop versions wrote it: the weights' SHA-256 and no file list.
+    record = registry.register(artifacts[0])
+    weights_sha = digest_artifact(record.path)[0].files[WEIGHTS_FILE]
+    redis_client.hset(registry.keys.version(1), "sha256", weights_sha)
+    redis_client.hdel(registry.keys.version(1), "files")
+
+    with pytest.raises(ArtifactError, match=r"^version 1: .* the SHA-256 of model.safetensors alone.* register it again"):
+        registry.promote(1, "old record")
 
     assert registry.champion_version() is None
 

@@ -718,6 +718,7 @@ class TrainerWorker:
             device=self.device,
             version=champion_record.version,
             expected_sha256=champion_record.sha256,
+            expected_files=champion_record.files,
             expected_labels=champion_record.labels,
         )
         try:

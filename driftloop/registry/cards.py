@@ -7,10 +7,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from driftloop.artifact_digest import CARD_JSON, CARD_MARKDOWN
 from driftloop.registry.records import ModelVersion
-
-CARD_MARKDOWN = "MODEL_CARD.md"
-CARD_JSON = "model_card.json"
 
 
 def card_data(record: ModelVersion) -> dict[str, Any]:
@@ -18,11 +16,18 @@ def card_data(record: ModelVersion) -> dict[str, Any]:
     data = record.to_json()
     for changing in ("status", "status_reason", "updated_at_ms"):
         data.pop(changing)
+    # The per-file SHA-256 list stays in the registry record only. Presidio's URL
+    # recognizer reports its file names as URLs, so `driftloop pii scan` would flag every card.
+    data.pop("files")
     return data
 
 
 def write_model_card(record: ModelVersion, directory: Path) -> tuple[Path, Path]:
-    """Write the Markdown and JSON cards into ``directory`` and return their paths."""
+    """Write the Markdown and JSON cards into ``directory`` and return their paths.
+
+    The cards are left out of the artifact SHA-256, because they are written after it
+    is computed and contain it.
+    """
     data = card_data(record)
     json_path = directory / CARD_JSON
     json_path.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
@@ -39,7 +44,7 @@ def render_markdown(record: ModelVersion) -> str:
         f"- Parent version: {record.parent if record.parent is not None else 'none'}",
         f"- Created: {created}",
         f"- Architecture: `{record.architecture}`",
-        f"- Weights SHA-256: `{record.sha256}`",
+        f"- Artifact SHA-256 (all files except the model cards): `{record.sha256}`",
         f"- Labels ({len(record.labels)}): {', '.join(record.labels)}",
         "",
         "## Training data window",

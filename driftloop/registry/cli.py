@@ -27,7 +27,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     _add_json_flag(show)
     show.set_defaults(handler=show_handler)
 
-    register = commands.add_parser("register", help="Verify an artifact directory and register it as a candidate")
+    register = commands.add_parser(
+        "register",
+        help="Verify an artifact directory, record the SHA-256 of all its files and register it as a candidate",
+    )
     register.add_argument("directory", type=Path, help="Artifact directory with model.safetensors and driftloop.json")
     register.add_argument("--parent", type=int, help="Version this model was trained from")
     register.add_argument(
@@ -86,7 +89,7 @@ def list_handler(args: argparse.Namespace) -> int:
     if not versions:
         print("no versions registered")
         return 0
-    print(f"{'VERSION':>7}  {'STATUS':<9}  {'PARENT':>6}  {'CREATED':<20}  {'LABELS':>6}  SHA-256")
+    print(f"{'VERSION':>7}  {'STATUS':<9}  {'PARENT':>6}  {'CREATED':<20}  {'LABELS':>6}  SHA-256 (ALL FILES)")
     for record in versions:
         parent = "-" if record.parent is None else str(record.parent)
         print(
@@ -118,7 +121,7 @@ def register_handler(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(record.to_json())
     else:
-        print(f"registered version {record.version} at {record.path} (SHA-256 {record.sha256})")
+        print(f"registered version {record.version} at {record.path} (artifact SHA-256 of all files {record.sha256})")
     return 0
 
 

@@ -59,7 +59,13 @@ _JSON_FIELDS = ("labels", "data_window", "metrics", "group_metrics", "gate", "re
 
 @dataclass(frozen=True)
 class ModelVersion:
-    """The registry's record of one model version."""
+    """The registry's record of one model version.
+
+    ``sha256`` is the artifact SHA-256 over all files of the stored version (see
+    :func:`driftloop.artifact_digest.digest_artifact`). ``files`` maps each file to
+    its own SHA-256, so a failed check can name the file. Records written by driftloop
+    versions that hashed only the weights have no ``files``.
+    """
 
     version: int
     status: Status
@@ -76,6 +82,7 @@ class ModelVersion:
     gate: dict[str, Any] = field(default_factory=dict)
     redaction: dict[str, Any] = field(default_factory=dict)
     status_reason: str = ""
+    files: dict[str, str] = field(default_factory=dict)
 
     def to_hash(self) -> dict[str, str]:
         """Return the record as Redis hash fields, all strings."""
@@ -89,6 +96,7 @@ class ModelVersion:
             "updated_at_ms": str(self.updated_at_ms),
             "parent": "" if self.parent is None else str(self.parent),
             "status_reason": self.status_reason,
+            "files": json.dumps(self.files, sort_keys=True),
         }
         for name in _JSON_FIELDS:
             value = getattr(self, name)
@@ -117,6 +125,7 @@ class ModelVersion:
                 gate=decoded["gate"],
                 redaction=decoded["redaction"],
                 status_reason=data.get("status_reason", ""),
+                files=_file_hashes(json.loads(data.get("files", "{}"))),
             )
         except (KeyError, ValueError, TypeError) as exc:
             version = data.get("version", "?")
@@ -129,6 +138,7 @@ class ModelVersion:
             "status_reason": self.status_reason,
             "parent": self.parent,
             "sha256": self.sha256,
+            "files": self.files,
             "path": str(self.path),
             "architecture": self.architecture,
             "labels": list(self.labels),
@@ -174,6 +184,12 @@ class ChampionChange:
             at_ms=int(data["at_ms"]),
             event_id=str(data.get("event_id", "")),
         )
+
+
+def _file_hashes(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise TypeError(f"files must be a JSON object of path to SHA-256, got {type(value).__name__}")
+    return {str(path): str(sha256) for path, sha256 in value.items()}
 
 
 def _text(value: bytes | str) -> str:

@@ -21,10 +21,10 @@ from typing import Any, TypeVar
 
 import redis
 
+from driftloop.artifact_digest import check_artifact_digest, digest_artifact
 from driftloop.config import Settings
 from driftloop.errors import ArtifactError, RegistryError, ServiceError
 from driftloop.infra.clients import make_redis
-from driftloop.model import WEIGHTS_FILE, sha256_file
 from driftloop.registry.audit import AuditPublisher, KafkaAuditPublisher
 from driftloop.registry.cards import write_model_card
 from driftloop.registry.records import ChampionChange, ModelVersion, RegistryKeys, Status
@@ -132,7 +132,7 @@ class ModelRegistry:
         Steps:
 
         1. Inspect the directory (safetensors weights, no pickle file, valid metadata)
-           and hash the weights.
+           and hash every file in it (the artifact SHA-256).
         2. Take the next version number.
         3. Copy the artifact to ``state_dir/models/v{n}`` and write its model card.
         4. Store the record and queue the audit event in one transaction.
@@ -150,6 +150,7 @@ class ModelRegistry:
             version=version,
             status=Status.CANDIDATE,
             sha256=info.sha256,
+            files=info.files,
             path=target,
             architecture=info.metadata.architecture,
             labels=info.metadata.labels,
@@ -170,7 +171,9 @@ class ModelRegistry:
         pipe.zadd(self.keys.versions, {str(version): version})
         pipe.rpush(self.keys.audit_outbox, json.dumps(event, sort_keys=True))
         self._call(pipe.execute)
-        logger.info("registered version %d (parent %s, SHA-256 %s) from %s", version, parent, info.sha256, info.path)
+        logger.info(
+            "registered version %d (parent %s, artifact SHA-256 of all files %s) from %s", version, parent, info.sha256, info.path
+        )
         self.flush_audit()
         return record
 
@@ -179,7 +182,7 @@ class ModelRegistry:
     def promote(self, version: int, reason: str, *, allow_rejected: bool = False, verify: bool = True) -> ChampionChange:
         """Make ``version`` the champion; the previous champion becomes retired.
 
-        With ``verify`` the stored weights are hashed first, so a corrupted store is
+        With ``verify`` every stored file is hashed first, so a corrupted store is
         caught before any worker tries to load it. A rejected version is promoted
         only with ``allow_rejected``.
         """
@@ -297,15 +300,11 @@ class ModelRegistry:
     # Helpers.
 
     def _verify_stored(self, record: ModelVersion) -> None:
-        weights = record.path / WEIGHTS_FILE
         try:
-            actual = sha256_file(weights)
-        except OSError as exc:
-            raise ArtifactError(f"version {record.version}: stored weights {weights} could not be read: {exc}") from exc
-        if actual != record.sha256:
-            raise ArtifactError(
-                f"version {record.version}: SHA-256 of {weights} is {actual}, the registry expects {record.sha256}"
-            )
+            actual, _ = digest_artifact(record.path)
+        except ArtifactError as exc:
+            raise ArtifactError(f"version {record.version}: stored artifact could not be hashed: {exc}") from exc
+        check_artifact_digest(actual, record.sha256, record.files, version=record.version, path=record.path)
 
     def _previous_champion(self, pipe: redis.client.Pipeline, stack: list[int]) -> int | None:
         """Pop rejected or unregistered versions off ``stack`` and return its new top, if any."""

@@ -66,9 +66,9 @@ class RegistryModelSource:
 
     The constructor loads the current champion synchronously and raises RegistryError
     when there is none, or ArtifactError when it cannot be loaded. Afterwards a
-    version that fails its checks (SHA-256, pickle files, architecture, labels,
-    weights) is logged, leaves the served version in place, and is tried again only
-    after ``retry_failed_after_s``.
+    version that fails its checks (artifact SHA-256 of all files, pickle files,
+    architecture, labels, weights) is logged, leaves the served version in place,
+    and is tried again only after ``retry_failed_after_s``.
 
     ``poll()`` hands over a loaded version once. The model it replaces is released
     by the background thread shortly after, so callers must not use a model from
@@ -306,6 +306,7 @@ class RegistryModelSource:
                 precision=self._precision,
                 version=record.version,
                 expected_sha256=record.sha256,
+                expected_files=record.files,
                 expected_labels=record.labels,
             )
         except ModelError as exc:

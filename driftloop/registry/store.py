@@ -15,20 +15,22 @@ from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
 
+from driftloop.artifact_digest import check_artifact_digest, digest_artifact
 from driftloop.config import Settings
 from driftloop.errors import ArtifactError, RegistryError
-from driftloop.model import ARCHITECTURE, METADATA_FILE, PICKLE_SUFFIXES, WEIGHTS_FILE, ModelMetadata, sha256_file
+from driftloop.model import ARCHITECTURE, METADATA_FILE, PICKLE_SUFFIXES, WEIGHTS_FILE, ModelMetadata
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class ArtifactInfo:
-    """A checked artifact directory: its path, metadata and weights hash."""
+    """A checked artifact directory: its path, metadata, artifact SHA-256 (all files) and per-file SHA-256."""
 
     path: Path
     metadata: ModelMetadata
     sha256: str
+    files: dict[str, str]
 
 
 def store_root(settings: Settings) -> Path:
@@ -55,11 +57,11 @@ def check_no_pickles(directory: Path, version: int | None = None) -> None:
 
 
 def inspect_artifact(directory: str | Path) -> ArtifactInfo:
-    """Check an artifact directory without loading its weights and hash its weights file.
+    """Check an artifact directory without loading its weights, and hash every file in it.
 
-    Checks: the directory exists, contains no pickle file, has a weights file with a
-    complete safetensors header, and a valid ``driftloop.json`` for this architecture.
-    Raises ArtifactError naming the file and the problem.
+    Checks: the directory exists, contains no pickle file and no symbolic link, has a
+    weights file with a complete safetensors header, and a valid ``driftloop.json``
+    for this architecture. Raises ArtifactError naming the file and the problem.
     """
     path = Path(directory).resolve()
     if not path.is_dir():
@@ -69,14 +71,16 @@ def inspect_artifact(directory: str | Path) -> ArtifactInfo:
     if not weights.is_file():
         raise ArtifactError(f"{weights} not found; an artifact needs its weights in safetensors format")
     _check_safetensors_header(weights)
+    # driftloop.json is parsed from the bytes that were hashed.
+    digest, contents = digest_artifact(path, keep=(METADATA_FILE,))
+    if METADATA_FILE not in contents:
+        raise ArtifactError(f"{path / METADATA_FILE} not found")
     try:
-        raw = json.loads((path / METADATA_FILE).read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ArtifactError(f"{path / METADATA_FILE} not found") from exc
-    except json.JSONDecodeError as exc:
+        raw = json.loads(contents[METADATA_FILE].decode("utf-8"))
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
         raise ArtifactError(f"{path / METADATA_FILE} is not valid JSON: {exc}") from exc
     metadata = ModelMetadata.from_json(raw, path=path)
-    return ArtifactInfo(path=path, metadata=metadata, sha256=sha256_file(weights))
+    return ArtifactInfo(path=path, metadata=metadata, sha256=digest.sha256, files=digest.files)
 
 
 def _check_safetensors_header(weights: Path) -> None:
@@ -96,7 +100,8 @@ def copy_into_store(info: ArtifactInfo, root: Path, version: int) -> Path:
     """Copy the artifact to ``root/v{version}`` and return that path.
 
     The copy is written to a temporary sibling and renamed, so a crash leaves no
-    half-written version directory. The copied weights are hashed again.
+    half-written version directory. Every copied file is hashed again, and the copy
+    must have the artifact SHA-256 that ``info`` recorded for the source.
     """
     target = root / f"v{version}"
     if target.exists():
@@ -106,12 +111,11 @@ def copy_into_store(info: ArtifactInfo, root: Path, version: int) -> Path:
     shutil.rmtree(temporary, ignore_errors=True)
     try:
         shutil.copytree(info.path, temporary)
-        copied_sha = sha256_file(temporary / WEIGHTS_FILE)
-        if copied_sha != info.sha256:
-            raise ArtifactError(
-                f"version {version}: the copy of {info.path / WEIGHTS_FILE} has SHA-256 {copied_sha}, "
-                f"the source had {info.sha256}; was the file being written?"
-            )
+        copied, _ = digest_artifact(temporary)
+        try:
+            check_artifact_digest(copied, info.sha256, info.files, version=version, path=temporary)
+        except ArtifactError as exc:
+            raise ArtifactError(f"{exc} The source {info.path} may have been written to during the copy.") from exc
         os.rename(temporary, target)
     except OSError as exc:
         raise RegistryError(f"could not copy {info.path} into the model store at {target}: {exc}") from exc

@@ -27,7 +27,7 @@ class ModelChoice:
     version: int
     path: Path
     origin: str  # "registry" or "artifact"
-    sha256: str | None = None  # the registry's hash of the weights, checked on load
+    sha256: str | None = None  # the registry's artifact SHA-256 (all files), checked on load
 
     @property
     def name(self) -> str:
@@ -98,8 +98,8 @@ def _from_registry(settings: Settings, versions: Sequence[int]) -> list[ModelCho
 def check_models(choices: Sequence[ModelChoice]) -> None:
     """Check every lane's artifact without loading its weights; raise ArtifactError at the first problem.
 
-    The weights of a registry version must still have the registry's SHA-256. Each
-    lane's workers then load the weights and check the hash again.
+    The files of a registry version must still have the registry's artifact SHA-256.
+    Each lane's workers then load the artifact and check the SHA-256 again.
     """
     from driftloop.registry.store import inspect_artifact
 
@@ -107,7 +107,7 @@ def check_models(choices: Sequence[ModelChoice]) -> None:
         info = inspect_artifact(choice.path)
         if choice.sha256 is not None and info.sha256 != choice.sha256:
             raise ArtifactError(
-                f"version {choice.version}: SHA-256 of the weights in {choice.path} is {info.sha256}, "
-                f"the registry expects {choice.sha256}"
+                f"version {choice.version}: artifact SHA-256 (all files) of {choice.path} is {info.sha256}, "
+                f"but the registry expects {choice.sha256}"
             )
         logger.info("version %d: artifact %s checked (%s)", choice.version, choice.path, choice.origin)

@@ -3,7 +3,7 @@
 It runs the pipeline's :class:`~driftloop.workers.inference.InferenceWorker` on one
 fixed model version, like ``driftloop worker inference --model``, and adds what a
 replay needs: torch is seeded and asked for deterministic algorithms before the
-model is loaded, and the weights are checked against the registry's SHA-256.
+model is loaded, and the artifact's files are checked against the registry's SHA-256.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", required=True, metavar="FILE", help="settings of the lane (YAML)")
     parser.add_argument("--model", required=True, metavar="DIR", help="model artifact directory")
     parser.add_argument("--model-version", type=int, required=True, help="version number stamped on predictions")
-    parser.add_argument("--sha256", help="expected SHA-256 of the weights file; the worker exits if it differs")
+    parser.add_argument(
+        "--sha256", help="expected artifact SHA-256 over all files of --model; the worker exits if it differs"
+    )
     parser.add_argument("--seed", type=int, default=0, help="torch seed (default 0)")
     parser.add_argument("--worker-id", required=True, help="name in logs and metrics")
     parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])

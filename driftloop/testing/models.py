@@ -29,6 +29,6 @@ def tiny_classifier(labels: Sequence[str], seed: int = 0, max_length: int = 64) 
 
 
 def write_tiny_artifact(directory: Path, labels: Sequence[str], seed: int = 0) -> str:
-    """Write a tiny model artifact to ``directory`` and return its weights' SHA-256."""
+    """Write a tiny model artifact to ``directory`` and return its artifact SHA-256 (all files)."""
     classifier, tokenizer, metadata = tiny_classifier(labels, seed)
     return save_artifact(classifier, tokenizer, metadata, directory)
