@@ -138,7 +138,7 @@ def test_pii_evaluate_rejects_bad_limit(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["pii", "evaluate", "--data", "x.json", "--limit", "0"])
 
-    assert "expected a positive integer, got 0" in capsys.readouterr().err
+    assert "expected an integer of at least 1, got 0" in capsys.readouterr().err
 
 
 def test_scan_with_presidio_analyzer(default_analyzer):

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from driftloop.argtypes import positive_int
+
 logger = logging.getLogger(__name__)
 
 
@@ -42,7 +44,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="A .json file in presidio-research's synthetic format, or a CoNLL BIO file such as WNUT-17",
     )
     evaluate.add_argument("--json", action="store_true", help="Print the report as JSON instead of tables")
-    evaluate.add_argument("--limit", type=_positive_int, metavar="N", help="Evaluate the first N texts only")
+    evaluate.add_argument("--limit", type=positive_int, metavar="N", help="Evaluate the first N texts only")
     evaluate.add_argument(
         "--no-defaults", action="store_true", help="Skip the comparison with Presidio's default analyzer"
     )
@@ -123,13 +125,6 @@ def run_scan(args: argparse.Namespace) -> int:
     else:
         print(render_scan(report))
     return 1 if report["found"] else 0
-
-
-def _positive_int(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return number
 
 
 # Pipeline scan.

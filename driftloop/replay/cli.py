@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from driftloop.argtypes import non_negative_int, positive_int
 from driftloop.config import Settings, load_settings
 from driftloop.errors import ConfigError
 
@@ -64,17 +65,17 @@ def _add_record(subparsers: argparse._SubParsersAction) -> None:
         "--until", metavar="TIME", help="latest record timestamp to include, inclusive; same forms as --since"
     )
     record.add_argument(
-        "--start-offset", type=_non_negative, metavar="OFFSET", help="first offset of each partition to include"
+        "--start-offset", type=non_negative_int, metavar="OFFSET", help="first offset of each partition to include"
     )
     record.add_argument(
         "--end-offset",
-        type=_non_negative,
+        type=non_negative_int,
         metavar="OFFSET",
         help="offset of each partition where the capture stops, exclusive",
     )
     record.add_argument(
         "--count",
-        type=_positive,
+        type=positive_int,
         metavar="N",
         help="record at most N records, all topics together, earliest timestamps first",
     )
@@ -97,7 +98,7 @@ def _add_replay(subparsers: argparse._SubParsersAction) -> None:
     replay.add_argument("file", metavar="FILE", help="recording written by `driftloop record`")
     replay.add_argument(
         "--version",
-        type=_non_negative,
+        type=non_negative_int,
         action="append",
         metavar="N",
         help="registry model version to serve; repeat to serve several side by side (default: the champion, "
@@ -120,7 +121,7 @@ def _add_replay(subparsers: argparse._SubParsersAction) -> None:
         "shorter, max publishes as fast as possible (default 1)",
     )
     replay.add_argument(
-        "--workers", type=_positive, default=1, metavar="N", help="inference worker processes per version (default 1)"
+        "--workers", type=positive_int, default=1, metavar="N", help="inference worker processes per version (default 1)"
     )
     replay.add_argument(
         "--seed",
@@ -139,7 +140,7 @@ def _add_replay(subparsers: argparse._SubParsersAction) -> None:
     # The report.
     replay.add_argument(
         "--examples",
-        type=_non_negative,
+        type=non_negative_int,
         default=10,
         metavar="N",
         help="request ids listed per flip or right/wrong list (default 10)",
@@ -154,23 +155,6 @@ def _add_replay(subparsers: argparse._SubParsersAction) -> None:
     replay.add_argument("--json", action="store_true", help="print the report as JSON instead of text")
     replay.add_argument("--html", metavar="FILE", help="also write the report as a self-contained HTML page to FILE")
     replay.set_defaults(handler=replay_handler)
-
-
-# Argument types.
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer of at least 1, got {text}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer of at least 0, got {text}")
-    return value
 
 
 def parse_time_ms(text: str, option: str) -> int:
