@@ -140,6 +140,11 @@ class Settings(BaseSettings):
     def redis(self) -> str:
         return self.redis_url or f"redis://127.0.0.1:{self.redis_port}/0"
 
+    @property
+    def redis_masked(self) -> str:
+        """The Redis URL with its password masked, for messages and logs."""
+        return _mask_url(self.redis)
+
     def topic(self, name: str) -> str:
         """Return the full name of topic ``name`` under this pipeline's prefix."""
         return f"{self.topic_prefix}{name}"

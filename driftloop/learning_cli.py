@@ -1,7 +1,6 @@
 """Commands of the continuous-learning loop: ``train``, ``learn drift`` and ``learn trainer``.
 
-``driftloop.cli`` adds them through :func:`add_commands`. Until it does, run them with
-``python -m driftloop.learning_cli [--config FILE] COMMAND``.
+``driftloop.cli`` adds them to the ``driftloop`` command through :func:`add_commands`.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
+from driftloop.argtypes import non_negative_float, non_negative_int, positive_int
 from driftloop.config import Settings, load_settings, log_summary
 from driftloop.errors import DriftloopError, ServiceError
 
@@ -37,41 +37,62 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--reason", default="started by hand", help="reason recorded with the job (default: started by hand)")
     train.add_argument("--wait", action="store_true", help="wait until the trainer releases the job lock and print the outcome")
-    train.add_argument("--timeout", type=float, default=3600.0, help="seconds --wait waits at most (default 3600)")
+    train.add_argument("--timeout", type=non_negative_float, default=3600.0, help="seconds --wait waits at most (default 3600)")
     train.set_defaults(handler=cmd_train)
 
-    learn = subparsers.add_parser("learn", help="run a process of the continuous-learning loop")
+    learn = subparsers.add_parser(
+        "learn",
+        help="run a process of the continuous-learning loop",
+        description=(
+            "The loop needs both processes next to the inference workers and the feedback join: "
+            "`learn drift` decides when to train, `learn trainer` trains, gates and promotes."
+        ),
+    )
     processes = learn.add_subparsers(dest="learn_process", metavar="PROCESS", required=True)
     drift = processes.add_parser(
         "drift",
         help="watch examples and predictions for drift, publish drift events and training jobs",
+        description=(
+            "Feeds the detectors of the config's drift section with the champion's predictions and joined "
+            "examples, and publishes each alarm to the drift topic. Alarms within the cooldown form one "
+            "episode, and an episode publishes a training job once enough labelled examples have arrived and "
+            "the pipeline's job lock is free. Run one drift process per pipeline: a second one would count "
+            "every example twice. Detector state starts empty at each start."
+        ),
     )
     drift.set_defaults(handler=cmd_learn_drift)
 
     trainer = processes.add_parser(
         "trainer",
         help="consume training jobs: fine-tune from the champion, gate, register and promote or reject",
+        description=(
+            "For each training job: reads the labelled examples of the champion's version plus a seeded "
+            "sample of older ones, fine-tunes a copy of the champion (drift.training), compares candidate "
+            "and champion on held-out examples (drift.gate), and registers the candidate as the new champion "
+            "or as rejected, with the figures and the reason. Runs with fewer torch threads and a lower "
+            "priority so that serving goes on."
+        ),
     )
     trainer.add_argument(
         "--min-examples-after-alarm",
-        type=int,
+        type=non_negative_int,
         default=0,
         help="labelled examples after a job's first drift alarm to wait for before training (default 0)",
     )
     trainer.add_argument(
         "--wait-timeout",
-        type=float,
+        type=non_negative_float,
         default=600.0,
         help="seconds to wait for those examples before training on what arrived (default 600)",
     )
-    trainer.add_argument("--max-attempts", type=int, default=2, help="starts of one job before it is recorded as failed (default 2)")
+    trainer.add_argument("--max-attempts", type=positive_int, default=2, help="starts of one job before it is recorded as failed (default 2)")
     trainer.add_argument(
         "--nice",
         type=int,
         default=10,
         help="amount added to the process's nice value, so serving wins CPU contention (default 10, and 0 keeps the priority)",
     )
-    trainer.add_argument("--max-jobs", type=int, help="exit after this many jobs (default: run until stopped)")
+    trainer.add_argument("--max-jobs", type=positive_int, help="exit after this many jobs (default: run until stopped)")
     trainer.set_defaults(handler=cmd_learn_trainer)
 
 
@@ -79,7 +100,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from driftloop.infra.clients import check_services
+    from driftloop.infra.topics import JOBS
+
     settings = load_settings(args.config)
+    check_services(settings, (JOBS,))
     job = publish_manual_job(settings, args.reason)
     print(json.dumps({"job_id": job.job_id, "pipeline": job.pipeline, "model_version": job.model_version}))
     if not args.wait:
@@ -183,10 +208,13 @@ def wait_for_job(settings: Settings, job_id: str, pipeline: str, timeout_s: floa
 
 def cmd_learn_drift(args: argparse.Namespace) -> int:
     from driftloop.commands import install_stop_handlers
+    from driftloop.infra.clients import check_services
+    from driftloop.infra.topics import DRIFT, EXAMPLES, JOBS, PREDICTIONS
     from driftloop.streams.drift import DriftProcess
 
     settings = load_settings(args.config)
     log_summary(settings, "drift process")
+    check_services(settings, (EXAMPLES, PREDICTIONS, DRIFT, JOBS))
     process = DriftProcess(settings)
     install_stop_handlers(process.stop, settings.shutdown_timeout_s)
     process.run()
@@ -195,10 +223,13 @@ def cmd_learn_drift(args: argparse.Namespace) -> int:
 
 def cmd_learn_trainer(args: argparse.Namespace) -> int:
     from driftloop.commands import install_stop_handlers
+    from driftloop.infra.clients import check_services
+    from driftloop.infra.topics import AUDIT, EXAMPLES, JOBS
     from driftloop.workers.trainer import TrainerOptions, TrainerWorker, configure_trainer_process
 
     settings = load_settings(args.config)
     log_summary(settings, "trainer")
+    check_services(settings, (EXAMPLES, JOBS, AUDIT))
     options = TrainerOptions(
         min_examples_after_alarm=args.min_examples_after_alarm,
         wait_timeout_s=args.wait_timeout,

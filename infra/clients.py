@@ -6,12 +6,15 @@ import base64
 import hashlib
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import redis
-from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka import Consumer, KafkaException, Message, Producer
+from confluent_kafka.admin import AdminClient
 
 from driftloop.config import Settings
+from driftloop.errors import ServiceError
 from driftloop.infra.topics import DEAD_LETTER
 from driftloop.schemas.events import DeadLetter, encode_event
 
@@ -55,6 +58,36 @@ def make_redis(settings: Settings, **overrides: Any) -> redis.Redis:
     options: dict[str, Any] = {"socket_connect_timeout": 5.0, "socket_timeout": 10.0, "health_check_interval": 15}
     options.update(overrides)
     return redis.Redis.from_url(settings.redis, **options)
+
+
+def check_services(settings: Settings, topics: Iterable[str], timeout_s: float = 10.0) -> None:
+    """Raise ServiceError, naming the fix, unless Redis responds and every topic exists on Kafka.
+
+    A long-running process calls this once at start, so that a missing service ends it
+    with one line instead of endless reconnection logs.
+    """
+    client = make_redis(settings, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise ServiceError(
+            f"Redis at {settings.redis_masked} is not reachable ({exc}); start the local stack with "
+            "`driftloop up`, or set DRIFTLOOP_REDIS_URL to a running server"
+        ) from exc
+    finally:
+        client.close()
+    # Level 2 keeps librdkafka's connection errors out of the log: the error below names them.
+    admin = AdminClient(settings.kafka_client_config(log_level=2))
+    try:
+        metadata = admin.list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        raise ServiceError(
+            f"Kafka at {settings.bootstrap} did not respond within {timeout_s:.0f} s ({exc.args[0]}); start the "
+            "local stack with `driftloop up`, or set DRIFTLOOP_KAFKA_BOOTSTRAP to a running cluster"
+        ) from exc
+    missing = [settings.topic(name) for name in topics if settings.topic(name) not in metadata.topics]
+    if missing:
+        raise ServiceError(f"topics {', '.join(missing)} not found on {settings.bootstrap}; run `driftloop topics create`")
 
 
 def source_of(message: Message) -> str:

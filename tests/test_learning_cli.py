@@ -11,7 +11,8 @@ import pytest
 from driftloop.config import Settings
 from driftloop.drift.events import TrainingJob
 from driftloop.infra.clients import make_redis
-from driftloop.infra.topics import AUDIT, JOBS, create_topics
+from driftloop.infra.stack import free_port
+from driftloop.infra.topics import AUDIT, EXAMPLES, JOBS, create_topics
 from driftloop.learning_cli import add_commands, cmd_learn_drift, cmd_learn_trainer, cmd_train, main
 from driftloop.registry.registry import ModelRegistry
 from driftloop.streams.drift import job_lock_for, pipeline_name
@@ -100,9 +101,68 @@ def test_train_rejected_while_job_runs(settings: Settings, tmp_path: Path, capsy
 @pytest.mark.integration
 def test_train_needs_a_champion(settings: Settings, tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.setenv("DRIFTLOOP_CONFIG", "")
+    create_topics(settings, (JOBS,))
     config = write_config(settings, tmp_path / "config.yaml")
 
     exit_code = main(["--config", str(config), "train"])
 
     assert exit_code == 2
     assert "has no champion to train from" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("command", [["train"], ["learn", "drift"], ["learn", "trainer"]])
+def test_command_without_redis(command, settings: Settings, tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("DRIFTLOOP_CONFIG", "")
+    config = write_config(settings.model_copy(update={"redis_port": free_port()}), tmp_path / "config.yaml")
+
+    exit_code = main(["--config", str(config), *command])
+
+    assert exit_code == 2
+    error = capsys.readouterr().err
+    assert "is not reachable" in error
+    assert "driftloop up" in error
+
+
+@pytest.mark.integration
+def test_learn_drift_without_kafka(settings: Settings, tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("DRIFTLOOP_CONFIG", "")
+    port = free_port()
+    config = write_config(settings.model_copy(update={"broker_port": port}), tmp_path / "config.yaml")
+
+    exit_code = main(["--config", str(config), "learn", "drift"])
+
+    assert exit_code == 2
+    assert f"Kafka at 127.0.0.1:{port} did not respond within 10 s" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_learn_trainer_missing_topics(settings: Settings, tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("DRIFTLOOP_CONFIG", "")
+    create_topics(settings, (JOBS,))
+    config = write_config(settings, tmp_path / "config.yaml")
+
+    exit_code = main(["--config", str(config), "learn", "trainer"])
+
+    assert exit_code == 2
+    error = capsys.readouterr().err
+    assert f"topics {settings.topic(EXAMPLES)}, {settings.topic(AUDIT)} not found" in error
+    assert "driftloop topics create" in error
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["learn", "trainer", "--max-attempts", "0"],
+        ["learn", "trainer", "--max-jobs", "0"],
+        ["learn", "trainer", "--min-examples-after-alarm", "-1"],
+        ["learn", "trainer", "--wait-timeout", "nan"],
+        ["train", "--timeout", "-5"],
+    ],
+)
+def test_invalid_numbers_rejected(arguments, capsys) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        parser().parse_args(arguments)
+
+    assert stopped.value.code == 2
+    assert "expected" in capsys.readouterr().err
