@@ -76,7 +76,7 @@ from driftloop.streams.drift import VersionMonitor  # noqa: E402
 from driftloop.testing.services import spawn_driftloop, stop_process, wait_until, write_config  # noqa: E402
 from driftloop.testing.topics import TopicReader  # noqa: E402
 from driftloop.training import FitOptions, embed_texts, fit  # noqa: E402
-from driftloop.workers.trainer import read_trainer_status  # noqa: E402
+from driftloop.registry.heartbeat import read_trainer_status  # noqa: E402
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "banking77"
 SEGMENTS = ("retail", "business", "premium")

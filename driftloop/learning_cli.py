@@ -124,7 +124,7 @@ def publish_manual_job(settings: Settings, reason: str):
     from driftloop.infra.clients import make_producer, make_redis
     from driftloop.infra.topics import JOBS
     from driftloop.registry.records import RegistryKeys
-    from driftloop.streams.drift import job_lock_for, pipeline_name
+    from driftloop.drift.redis_lock import job_lock_for, pipeline_name
 
     client = make_redis(settings)
     try:
@@ -178,7 +178,7 @@ def wait_for_job(settings: Settings, job_id: str, pipeline: str, timeout_s: floa
     """Wait until ``job_id`` no longer holds the job lock, then return its registry outcome."""
     from driftloop.infra.clients import make_redis
     from driftloop.registry.registry import ModelRegistry
-    from driftloop.streams.drift import job_lock_for
+    from driftloop.drift.redis_lock import job_lock_for
 
     client = make_redis(settings)
     try:

@@ -1,4 +1,4 @@
-"""``driftloop status``: online metrics, consumer lag and what each worker serves."""
+"""``driftloop status``: online metrics, consumer lag, what each worker serves and what the trainer does."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from driftloop.config import Settings
 from driftloop.errors import ServiceError
 from driftloop.infra.clients import make_redis
 from driftloop.infra.topics import FEEDBACK, PREDICTIONS, REQUESTS
-from driftloop.registry.heartbeat import read_workers
+from driftloop.drift.redis_lock import job_lock_for, pipeline_name
+from driftloop.registry.heartbeat import read_trainer_status, read_workers
 from driftloop.registry.registry import ModelRegistry
 from driftloop.streams.metrics import read_metrics
 
@@ -67,6 +68,10 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         "champion": None,
     }
     status["workers"] = read_workers(client, settings.topic_prefix)
+    status["learning"] = {
+        "trainer": read_trainer_status(client, settings),
+        "job_lock": job_lock_for(settings, client).holder(pipeline_name(settings)),
+    }
     with ModelRegistry(settings, redis_client=client) as registry:
         status["champion"] = registry.champion_version()
     return status
@@ -100,6 +105,19 @@ def render_status(status: dict[str, Any]) -> None:
         since = time.strftime("%H:%M:%S", time.localtime(worker.get("since", 0)))
         workers.add_row(str(worker.get("worker_id")), str(worker.get("version")), since, str(worker.get("processed")))
     console.print(workers)
+    console.print(describe_learning(status["learning"]))
+
+
+def describe_learning(learning: dict[str, Any]) -> str:
+    trainer = learning["trainer"]
+    if not trainer:
+        line = "trainer: not running"
+    else:
+        since = time.strftime("%H:%M:%S", time.localtime(int(trainer.get("since_ms", "0")) / 1000))
+        job = f", job {trainer['job_id']}" if trainer.get("job_id") else ""
+        line = f"trainer {trainer.get('worker_id')}: {trainer.get('phase')}{job} since {since}"
+    holder = learning["job_lock"]
+    return f"{line}; job lock: {'held by job ' + holder if holder else 'free'}"
 
 
 def _percent(value: float | None) -> str:

@@ -38,7 +38,7 @@ from confluent_kafka import KafkaError, KafkaException, Message
 from driftloop.config import Settings
 from driftloop.drift.events import DriftEvent, TrainingJob
 from driftloop.drift.monitor import DriftMonitor, MonitoredExample
-from driftloop.drift.redis_lock import RedisJobLock
+from driftloop.drift.redis_lock import job_lock_for, pipeline_name
 from driftloop.drift.settings import DriftSettings
 from driftloop.drift.trigger import JobLock, TriggerPolicy
 from driftloop.errors import EventError, ServiceError
@@ -61,16 +61,6 @@ IDLE_UPDATE_S = 1.0
 BATCH_SIZE = 500
 POLL_TIMEOUT_S = 0.5
 DELIVERY_TIMEOUT_S = 10.0
-
-
-def pipeline_name(settings: Settings) -> str:
-    """Return the pipeline name that keys the job lock: the topic prefix without its trailing dot."""
-    return settings.topic_prefix.rstrip(".") or "driftloop"
-
-
-def job_lock_for(settings: Settings, client: redis.Redis) -> RedisJobLock:
-    """Return the Redis job lock shared by the drift process, the trainer and ``driftloop train``."""
-    return RedisJobLock(client, key_prefix=settings.topic_prefix)
 
 
 def split_detectors(settings: DriftSettings) -> tuple[DriftSettings, DriftSettings]:

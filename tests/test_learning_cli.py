@@ -14,8 +14,10 @@ from driftloop.infra.clients import make_redis
 from driftloop.infra.stack import free_port
 from driftloop.infra.topics import AUDIT, EXAMPLES, JOBS, create_topics
 from driftloop.learning_cli import add_commands, cmd_learn_drift, cmd_learn_trainer, cmd_train, main
+from driftloop.registry.heartbeat import trainer_status_key
 from driftloop.registry.registry import ModelRegistry
-from driftloop.streams.drift import job_lock_for, pipeline_name
+from driftloop.status import collect_status, describe_learning
+from driftloop.drift.redis_lock import job_lock_for, pipeline_name
 from driftloop.testing.models import write_tiny_artifact
 from driftloop.testing.services import write_config
 from driftloop.testing.topics import TopicReader
@@ -166,3 +168,26 @@ def test_invalid_numbers_rejected(arguments, capsys) -> None:
 
     assert stopped.value.code == 2
     assert "expected" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_status_shows_trainer_and_job_lock(settings: Settings) -> None:
+    client = make_redis(settings)
+    try:
+        assert collect_status(settings)["learning"] == {"trainer": {}, "job_lock": None}
+
+        client.hset(
+            trainer_status_key(settings),
+            mapping={"worker_id": "trainer-7", "phase": "training", "job_id": "job-1", "since_ms": "0"},
+        )
+        job_lock_for(settings, client).acquire(pipeline_name(settings), "job-1", ttl_s=600)
+        learning = collect_status(settings)["learning"]
+    finally:
+        client.close()
+
+    assert learning["trainer"]["phase"] == "training"
+    assert learning["job_lock"] == "job-1"
+    line = describe_learning(learning)
+    assert line.startswith("trainer trainer-7: training, job job-1 since ")
+    assert line.endswith("; job lock: held by job job-1")
+    assert describe_learning({"trainer": {}, "job_lock": None}) == "trainer: not running; job lock: free"

@@ -18,7 +18,7 @@ from driftloop.infra.clients import make_producer, make_redis
 from driftloop.infra.topics import AUDIT, DRIFT, EXAMPLES, JOBS, PREDICTIONS, create_topics
 from driftloop.registry.registry import ModelRegistry
 from driftloop.schemas.events import Example, Prediction, encode_event
-from driftloop.streams.drift import job_lock_for, pipeline_name
+from driftloop.drift.redis_lock import job_lock_for, pipeline_name
 from driftloop.testing.models import write_tiny_artifact
 from driftloop.testing.services import stop_process, wait_until, write_config
 from driftloop.testing.topics import TopicReader

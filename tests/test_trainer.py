@@ -22,7 +22,7 @@ from driftloop.registry.cards import CARD_MARKDOWN
 from driftloop.registry.records import Status
 from driftloop.registry.registry import ModelRegistry
 from driftloop.schemas.events import Example, encode_event
-from driftloop.streams.drift import job_lock_for, pipeline_name
+from driftloop.drift.redis_lock import job_lock_for, pipeline_name
 from driftloop.testing.models import write_tiny_artifact
 from driftloop.testing.topics import TopicReader
 from driftloop.training import FitOptions

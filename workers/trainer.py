@@ -48,16 +48,17 @@ from transformers import PreTrainedTokenizerBase
 from driftloop.config import Settings
 from driftloop.drift.events import TrainingJob
 from driftloop.drift.gate import GateDecision, GateSlice, evaluate_gate
+from driftloop.drift.redis_lock import job_lock_for
 from driftloop.drift.reservoir import ReplayBuffer, TrainingSet, build_training_set
 from driftloop.drift.trigger import JobLock
 from driftloop.errors import DriftloopError, ServiceError
 from driftloop.infra.clients import make_consumer, make_redis, source_of
 from driftloop.infra.topics import EXAMPLES, JOBS
 from driftloop.model import ServingModel, TextClassifier, load_artifact, save_artifact, select_device
+from driftloop.registry.heartbeat import trainer_status_key
 from driftloop.registry.records import ModelVersion
 from driftloop.registry.registry import ModelRegistry
 from driftloop.schemas.events import Example, decode_event
-from driftloop.streams.drift import job_lock_for
 from driftloop.training import FitOptions, embed_texts, fit, fit_head
 
 logger = logging.getLogger(__name__)
@@ -591,7 +592,7 @@ class TrainerWorker:
         self.examples_topic = settings.topic(EXAMPLES)
         self.device = select_device(settings.device)
         self.work_dir = Path(settings.state_dir).resolve() / "trainer"
-        self.status_key = f"{settings.topic_prefix}trainer:status"
+        self.status_key = trainer_status_key(settings)
         self.outcomes: list[JobOutcome] = []
         self._stop = threading.Event()
 
@@ -862,12 +863,6 @@ class TrainerWorker:
             self._redis.delete(self.status_key)
         except redis.RedisError as exc:
             logger.warning("trainer could not remove its status %s: %s", self.status_key, exc)
-
-
-def read_trainer_status(client: redis.Redis, settings: Settings) -> dict[str, str]:
-    """Return the trainer's status hash (``phase``, ``job_id``, ``since_ms``, ``worker_id``), empty if none runs."""
-    raw = client.hgetall(f"{settings.topic_prefix}trainer:status")
-    return {key.decode(): value.decode() for key, value in raw.items()}
 
 
 def training_threads(settings: Settings) -> int:

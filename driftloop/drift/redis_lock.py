@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import redis
 
 from driftloop.errors import ServiceError
+
+if TYPE_CHECKING:
+    from driftloop.config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +39,16 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+
+
+def pipeline_name(settings: Settings) -> str:
+    """Return the pipeline name that keys the job lock: the topic prefix without its trailing dot."""
+    return settings.topic_prefix.rstrip(".") or "driftloop"
+
+
+def job_lock_for(settings: Settings, client: redis.Redis) -> RedisJobLock:
+    """Return the Redis job lock shared by the drift process, the trainer and ``driftloop train``."""
+    return RedisJobLock(client, key_prefix=settings.topic_prefix)
 
 
 class RedisJobLock:

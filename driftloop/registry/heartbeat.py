@@ -128,3 +128,14 @@ def read_workers(client: redis.Redis, prefix: str, *, stale_after_s: float = DEF
         except (ValueError, KeyError, TypeError) as exc:
             logger.warning("skipping invalid heartbeat of worker %s in %s: %s", worker_id, key, exc)
     return sorted(workers, key=lambda worker: worker["worker_id"])
+
+
+def trainer_status_key(settings: Settings) -> str:
+    """Return the Redis key of the trainer's status hash."""
+    return f"{settings.topic_prefix}trainer:status"
+
+
+def read_trainer_status(client: redis.Redis, settings: Settings) -> dict[str, str]:
+    """Return the trainer's status hash (``phase``, ``job_id``, ``since_ms``, ``worker_id``), empty if none runs."""
+    raw = client.hgetall(trainer_status_key(settings))
+    return {key.decode(): value.decode() for key, value in raw.items()}
