@@ -25,6 +25,21 @@ COMMAND_MODULES = (
 )
 
 
+CHATTY_LOGGERS = ("presidio-analyzer",)
+"""Loggers whose INFO lines reach the console only at ``--log-level DEBUG``: Presidio logs one per recognizer it loads."""
+
+
+class ConsoleFilter(logging.Filter):
+    """Filter of the console handler that drops INFO and DEBUG records of :data:`CHATTY_LOGGERS`.
+
+    It filters the handler, not the loggers, so other handlers (a test's log capture, a
+    file handler) still get every record.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not record.name.startswith(CHATTY_LOGGERS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="driftloop",
@@ -44,9 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if args.log_level != "DEBUG":
+        console.addFilter(ConsoleFilter())
+    # Like any basicConfig call, this does nothing when the root logger has handlers already.
+    logging.basicConfig(level=args.log_level, handlers=[console])
     try:
         return int(args.handler(args) or 0)
     except DriftloopError as exc:

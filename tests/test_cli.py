@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 
 import pytest
 
+from driftloop.cli import ConsoleFilter, main
 from driftloop.infra.stack import free_port
 
 pytestmark = pytest.mark.integration
@@ -101,3 +103,26 @@ def test_demo_rejects_bad_limit_before_starting(tmp_path):
     assert missing.returncode == 2
     assert "data file not found" in missing.stderr
     assert "broker started" not in missing.stdout
+
+
+def log_record(name: str, level: int) -> logging.LogRecord:
+    return logging.LogRecord(name, level, __file__, 1, "message", None, None)
+
+
+def test_console_filter_drops_presidio_info_only():
+    console = ConsoleFilter()
+
+    assert not console.filter(log_record("presidio-analyzer", logging.INFO))
+    assert not console.filter(log_record("presidio-analyzer", logging.DEBUG))
+    assert console.filter(log_record("presidio-analyzer", logging.WARNING))
+    assert console.filter(log_record("driftloop.redaction.redactor", logging.INFO))
+
+
+def test_main_leaves_logger_levels_alone(tmp_path):
+    presidio = logging.getLogger("presidio-analyzer")
+    level = presidio.level
+
+    exit_code = main(["--log-level", "INFO", "pii", "evaluate", "--data", str(tmp_path / "missing.json")])
+
+    assert exit_code == 2
+    assert presidio.level == level
