@@ -119,3 +119,24 @@ def test_training_set_empty_replay():
 def test_training_set_rejects_bad_fraction(fraction):
     with pytest.raises(ValueError, match=rf"holdout_fraction must be in \(0, 1\), got {fraction}"):
         build_training_set([1], [2], holdout_fraction=fraction)
+
+
+def test_keyed_split_holds_out_same_examples_every_job():
+    first_recent = [{"id": f"a{n}"} for n in range(400)]
+    first = build_training_set(first_recent, [], holdout_fraction=0.2, seed=3, key=lambda example: example["id"])
+    # The next job replays the first job's examples as older data.
+    second_recent = [{"id": f"b{n}"} for n in range(400)]
+    second = build_training_set(second_recent, first_recent, holdout_fraction=0.2, seed=3, key=lambda example: example["id"])
+
+    first_trained = {example["id"] for example in first.train}
+    second_replay_held = {example["id"] for example in second.replay_holdout}
+    assert second_replay_held == {example["id"] for example in first.recent_holdout}
+    assert second_replay_held.isdisjoint(first_trained)
+    assert 40 <= len(first.recent_holdout) <= 120
+
+
+def test_keyed_split_keeps_one_holdout():
+    training_set = build_training_set([{"id": "only"}], [], holdout_fraction=0.01, seed=0, key=lambda example: example["id"])
+
+    assert [example["id"] for example in training_set.recent_holdout] == ["only"]
+    assert training_set.train == ()

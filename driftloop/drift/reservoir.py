@@ -5,12 +5,13 @@ before the drift. Mixing in a uniform sample of everything seen before counters 
 Add a job's recent examples to the buffer after the job, so that later jobs replay them
 as older data.
 
-NOTE: the buffer lives in process memory. A restarted trainer starts with an empty
-buffer, and the gate then skips its older-data check.
+The trainer rebuilds the buffer from the examples topic for each job, so a restarted
+trainer replays the same examples.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from collections.abc import Callable, Hashable, Iterable, Sequence
@@ -95,23 +96,51 @@ def build_training_set(
 ) -> TrainingSet[T]:
     """Split recent and replayed examples into a shuffled training set and two held-out slices.
 
-    Each input is shuffled with ``seed`` and ``ceil(holdout_fraction * len)`` of its
-    examples are held out, so a non-empty input keeps at least one held-out example.
+    Without ``key``, each input is shuffled with ``seed`` and ``ceil(holdout_fraction *
+    len)`` of its examples are held out.
+
     With ``key``, replayed examples whose key is also among the recent ones are dropped
-    first, so no example is both trained on and scored as older data.
+    first, so no example is both trained on and scored as older data. Then an example
+    is held out when a hash of ``seed`` and its key falls below ``holdout_fraction``, so
+    the same example is held out in every job or in none. The recent examples of one
+    job are the replayed ones of the next, and the champion that the next job's gate
+    scores was trained without the held-out ones. Changing ``seed`` between jobs breaks
+    that guarantee.
+
+    Either way a non-empty input keeps at least one held-out example.
     """
     if not 0 < holdout_fraction < 1:
         raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
-    if key is not None:
+    rng = random.Random(seed)
+    if key is None:
+        recent_train, recent_holdout = _split(recent, holdout_fraction, rng)
+        replay_train, replay_holdout = _split(replay, holdout_fraction, rng)
+    else:
         recent_keys = {key(example) for example in recent}
         replay = [example for example in replay if key(example) not in recent_keys]
-
-    rng = random.Random(seed)
-    recent_train, recent_holdout = _split(recent, holdout_fraction, rng)
-    replay_train, replay_holdout = _split(replay, holdout_fraction, rng)
+        recent_train, recent_holdout = _split_by_key(recent, holdout_fraction, seed, key)
+        replay_train, replay_holdout = _split_by_key(replay, holdout_fraction, seed, key)
     train = recent_train + replay_train
     rng.shuffle(train)
     return TrainingSet(tuple(train), tuple(recent_holdout), tuple(replay_holdout))
+
+
+def _split_by_key(
+    examples: Sequence[T], holdout_fraction: float, seed: int, key: Callable[[T], Hashable]
+) -> tuple[list[T], list[T]]:
+    scores = [_unit_hash(seed, key(example)) for example in examples]
+    held = {index for index, score in enumerate(scores) if score < holdout_fraction}
+    if not held and scores:
+        held = {min(range(len(scores)), key=scores.__getitem__)}
+    train = [example for index, example in enumerate(examples) if index not in held]
+    holdout = [example for index, example in enumerate(examples) if index in held]
+    return train, holdout
+
+
+def _unit_hash(seed: int, key: Hashable) -> float:
+    """Map ``seed`` and ``key`` to a number in [0, 1), the same in every process and run."""
+    digest = hashlib.sha256(f"{seed}\x00{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def _split(examples: Sequence[T], holdout_fraction: float, rng: random.Random) -> tuple[list[T], list[T]]:
