@@ -21,9 +21,8 @@ from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
 from driftloop.infra.clients import make_redis
 from driftloop.infra.topics import EXAMPLES, FEEDBACK, METRICS, PREDICTIONS, REQUESTS, create_topics
-from driftloop.redaction.cli import scan_pipeline
 from driftloop.redaction.redactor import Redactor
-from driftloop.redaction.scan import scan_texts
+from driftloop.redaction.scan import scan_pipeline, scan_texts
 from driftloop.registry.registry import ModelRegistry
 from driftloop.streams.metrics import read_metrics
 from driftloop.testing.models import write_tiny_artifact

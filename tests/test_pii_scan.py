@@ -12,9 +12,9 @@ import driftloop.cli
 from driftloop.infra.clients import DeadLetterWriter, make_producer
 from driftloop.infra.topics import PREDICTIONS, REQUESTS, create_topics
 from driftloop.producer import EventProducer, now_ms
-from driftloop.redaction.cli import scan_pipeline
 from driftloop.redaction.ingress import RedactingProducer
 from driftloop.redaction.redactor import Redactor
+from driftloop.redaction.scan import scan_pipeline
 from driftloop.schemas.events import InferenceRequest
 from driftloop.testing.services import write_config
 

@@ -14,7 +14,7 @@ import pytest
 
 from driftloop.infra.topics import REQUESTS, REQUESTS_RAW, create_topics
 from driftloop.producer import EventProducer
-from driftloop.redaction.cli import scan_pipeline
+from driftloop.redaction.scan import scan_pipeline
 from driftloop.testing.services import stop_process, write_config
 from driftloop.testing.topics import TopicReader
 

@@ -14,8 +14,8 @@ from confluent_kafka.admin import DeletedRecords
 
 from driftloop.infra.topics import DEAD_LETTER, REQUESTS, REQUESTS_RAW, create_topics
 from driftloop.producer import EventProducer
-from driftloop.redaction.cli import scan_pipeline
 from driftloop.redaction.redactor import Redactor
+from driftloop.redaction.scan import scan_pipeline
 from driftloop.testing.topics import TopicReader
 from driftloop.workers.redactor import TransitRedactor
 

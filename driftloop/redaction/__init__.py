@@ -1,9 +1,10 @@
 """PII redaction with Presidio, before anything is stored.
 
 Modules: ``settings`` (the ``redaction:`` config section, cheap to import), ``redactor``
-(``Redactor`` and ``RedactionResult``, the stage), ``scan`` (``scan_texts``), ``evaluate``
-(precision and recall on labelled data) and ``cli`` (the ``pii`` subcommands). The names
-below are imported on first use, because importing Presidio and spaCy takes seconds.
+(``Redactor`` and ``RedactionResult``, the stage), ``scan`` (``scan_texts``, and
+``scan_pipeline`` behind ``pii scan``), ``evaluate`` (precision and recall on labelled
+data) and ``cli`` (the ``pii`` subcommands). The names below are imported on first use,
+because importing Presidio and spaCy takes seconds.
 """
 
 from __future__ import annotations
