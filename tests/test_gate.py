@@ -43,7 +43,7 @@ def test_gate_promotes_better_candidate():
     assert decision.recent.champion_accuracy == pytest.approx(0.775)
     assert decision.replay.gain == pytest.approx(-0.005)
     assert decision.reason.startswith("promote: recent accuracy 0.8750 vs champion 0.7750 on 400 examples")
-    assert "older-data accuracy 0.8950 vs champion 0.9000 on 200 examples, loss +0.0050 within" in decision.reason
+    assert "replayed accuracy 0.8950 vs champion 0.9000 on 200 examples, change -0.0050, within" in decision.reason
     assert "over 2 group(s)" in decision.reason
 
 
@@ -105,8 +105,8 @@ def test_gate_rejects_forgetting_older_data():
     assert check(decision, "recent_gain").passed is True
     assert check(decision, "replay_loss").passed is False
     assert decision.reason == (
-        "reject: older-data accuracy 0.8000 vs champion 0.9200 on 100 examples, "
-        "loss +0.1200 exceeds the allowed 0.0200"
+        "reject: replayed accuracy 0.8000 vs champion 0.9200 on 100 examples, "
+        "change -0.1200, beyond the allowed loss of 0.0200"
     )
 
 

@@ -248,7 +248,7 @@ class TrainerWorker:
             consumer.close()
             self._clear_status()
             self.close()
-            logger.info("trainer %s stopping after %d jobs", self.worker_id, handled)
+            logger.info("trainer %s stopping after %d job(s)", self.worker_id, handled)
 
     def close(self) -> None:
         """Close the Redis client if this worker created it; :meth:`run` calls it on return."""
@@ -432,7 +432,8 @@ class TrainerWorker:
             shutil.rmtree(directory, ignore_errors=True)
 
         if not decision.promote:
-            registry.reject(record.version, f"training job {job.job_id}: gate {decision.reason}")
+            failed = "; ".join(check.message for check in decision.checks if not check.passed)
+            registry.reject(record.version, f"training job {job.job_id} failed the gate: {failed}")
             return JobOutcome(job.job_id, "rejected", decision.reason, record.version)
         # The champion may have changed while the job ran, for example by a manual
         # promotion. The candidate was gated against the job's version only.
@@ -441,7 +442,8 @@ class TrainerWorker:
             reason = f"champion changed from version {job.model_version} to {current} while the job ran"
             registry.reject(record.version, f"training job {job.job_id}: {reason}")
             return JobOutcome(job.job_id, "rejected", reason, record.version)
-        registry.promote(record.version, f"training job {job.job_id}: gate {decision.reason}")
+        checks = "; ".join(check.message for check in decision.checks)
+        registry.promote(record.version, f"training job {job.job_id} passed the gate: {checks}")
         return JobOutcome(job.job_id, "promoted", decision.reason, record.version)
 
     def _record_failure(self, registry: ModelRegistry, job: TrainingJob, champion: ModelVersion, reason: str) -> JobOutcome:

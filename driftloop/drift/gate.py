@@ -190,9 +190,9 @@ def _check_replay(figures: SliceFigures, settings: GateSettings) -> GateCheck:
         name="replay_loss",
         passed=passed,
         message=(
-            f"older-data accuracy {figures.candidate_accuracy:.4f} vs champion {figures.champion_accuracy:.4f} "
-            f"on {figures.n} examples, loss {loss:+.4f} "
-            f"{'within' if passed else 'exceeds'} the allowed {tolerance:.4f}"
+            f"replayed accuracy {figures.candidate_accuracy:.4f} vs champion {figures.champion_accuracy:.4f} "
+            f"on {figures.n} examples, change {figures.gain:+.4f}, "
+            f"{'within' if passed else 'beyond'} the allowed loss of {tolerance:.4f}"
         ),
     )
 
@@ -217,7 +217,7 @@ def _check_groups(groups: Sequence[GroupFigures], settings: GateSettings) -> Gat
 
     worst = min(counted, key=lambda group: group.gain or 0.0)
     message = (
-        f"largest group loss {-(worst.gain or 0.0):+.4f} in {worst.group!r} is within the allowed "
-        f"{tolerance:.4f} over {len(counted)} group(s){note}"
+        f"smallest group change {worst.gain or 0.0:+.4f} in {worst.group!r}, within the allowed loss of "
+        f"{tolerance:.4f}, over {len(counted)} group(s){note}"
     )
     return GateCheck(name="group_loss", passed=True, message=message)
