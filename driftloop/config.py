@@ -215,7 +215,12 @@ def format_validation_error(exc: ValidationError) -> str:
     for error in exc.errors():
         location = ".".join(str(part) for part in error["loc"]) or "(top level)"
         env_name = ENV_PREFIX + "__".join(str(part) for part in error["loc"]).upper()
-        lines.append(f"  {location} ({env_name}): {error['msg']}; got {error.get('input')!r}")
+        if error["type"] == "value_error":
+            # driftloop's own checks name the wrong value in their message already.
+            message = error["msg"].removeprefix("Value error, ")
+        else:
+            message = f"{error['msg']}; got {error.get('input')!r}"
+        lines.append(f"  {location} ({env_name}): {message}")
     return "\n".join(lines)
 
 

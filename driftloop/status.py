@@ -48,10 +48,11 @@ def collect_status(settings: Settings) -> dict[str, Any]:
     if not broker_reachable(settings.bootstrap, timeout=3.0):
         unreachable.append(f"the broker at {settings.bootstrap}")
     if not redis_reachable(settings.redis, timeout=3.0):
-        unreachable.append(f"Redis at {settings.redis}")
+        unreachable.append(f"Redis at {settings.redis_masked}")
     if unreachable:
         raise ServiceError(
-            f"{' and '.join(unreachable)} not reachable; start the embedded stack with `driftloop up`, "
+            f"{' and '.join(unreachable)} {'is' if len(unreachable) == 1 else 'are'} not reachable; "
+            "start the embedded stack with `driftloop up`, "
             "or set DRIFTLOOP_KAFKA_BOOTSTRAP and DRIFTLOOP_REDIS_URL"
         )
     client = make_redis(settings)

@@ -87,7 +87,8 @@ def check_services(settings: Settings, topics: Iterable[str], timeout_s: float =
         ) from exc
     missing = [settings.topic(name) for name in topics if settings.topic(name) not in metadata.topics]
     if missing:
-        raise ServiceError(f"topics {', '.join(missing)} not found on {settings.bootstrap}; run `driftloop topics create`")
+        noun = "topic" if len(missing) == 1 else "topics"
+        raise ServiceError(f"{noun} {', '.join(missing)} not found on {settings.bootstrap}; run `driftloop topics create`")
 
 
 def source_of(message: Message) -> str:
