@@ -123,6 +123,7 @@ def publish_manual_job(settings: Settings, reason: str):
     from driftloop.drift.events import Episode, ExampleWindow, TrainingJob
     from driftloop.infra.clients import make_producer, make_redis
     from driftloop.infra.topics import JOBS
+    from driftloop.registry.heartbeat import read_trainer_status
     from driftloop.registry.records import RegistryKeys
     from driftloop.drift.redis_lock import job_lock_for, pipeline_name
 
@@ -139,8 +140,10 @@ def publish_manual_job(settings: Settings, reason: str):
         lock = job_lock_for(settings, client)
         job_id = uuid.uuid4().hex
         if not lock.acquire(pipeline, job_id, settings.drift.trigger.lock_ttl_s):
+            expires_s = max(0, client.pttl(lock.key(pipeline))) / 1000
             raise DriftloopError(
-                f"job {lock.holder(pipeline)} holds the job lock of pipeline {pipeline}; wait until it ends"
+                f"job {lock.holder(pipeline)} holds the job lock of pipeline {pipeline} (it expires in at most "
+                f"{expires_s:.0f} s); {describe_trainer(read_trainer_status(client, settings))}"
             )
         now = datetime.now(timezone.utc)
         job = TrainingJob(
@@ -169,6 +172,8 @@ def publish_manual_job(settings: Settings, reason: str):
                 "the job lock was released"
             )
         logger.info("published training job %s for version %d of pipeline %s", job_id, version, pipeline)
+        if not read_trainer_status(client, settings):
+            logger.warning("no trainer is running, so the job waits on %s until `driftloop learn trainer` starts", settings.topic(JOBS))
         return job
     finally:
         client.close()
@@ -177,8 +182,9 @@ def publish_manual_job(settings: Settings, reason: str):
 def wait_for_job(settings: Settings, job_id: str, pipeline: str, timeout_s: float) -> dict[str, Any]:
     """Wait until ``job_id`` no longer holds the job lock, then return its registry outcome."""
     from driftloop.infra.clients import make_redis
-    from driftloop.registry.registry import ModelRegistry
     from driftloop.drift.redis_lock import job_lock_for
+    from driftloop.registry.heartbeat import read_trainer_status
+    from driftloop.registry.registry import ModelRegistry
 
     client = make_redis(settings)
     try:
@@ -187,7 +193,9 @@ def wait_for_job(settings: Settings, job_id: str, pipeline: str, timeout_s: floa
         while lock.holder(pipeline) == job_id and time.monotonic() < deadline:
             time.sleep(WAIT_INTERVAL_S)
         if lock.holder(pipeline) == job_id:
-            return {"job_id": job_id, "status": "running", "reason": f"still running after {timeout_s:.0f} s"}
+            trainer = read_trainer_status(client, settings)
+            status = "running" if trainer.get("job_id") == job_id else "queued"
+            return {"job_id": job_id, "status": status, "reason": f"not done after {timeout_s:.0f} s; {describe_trainer(trainer)}"}
         with ModelRegistry(settings, redis_client=client) as registry:
             for record in reversed(registry.list_versions()):
                 if record.data_window.get("job_id") == job_id:
@@ -201,6 +209,14 @@ def wait_for_job(settings: Settings, job_id: str, pipeline: str, timeout_s: floa
         return {"job_id": job_id, "status": "unknown", "reason": "the job ended without a registry record; see the trainer's log"}
     finally:
         client.close()
+
+
+def describe_trainer(trainer: dict[str, str]) -> str:
+    """Describe the trainer's status hash for an error or a wait result, with the next step when none runs."""
+    if not trainer:
+        return "no trainer is running: start `driftloop learn trainer` to run the job"
+    job = f" job {trainer['job_id']}" if trainer.get("job_id") else ""
+    return f"trainer {trainer.get('worker_id')} is {trainer.get('phase')}{job}"
 
 
 # learn drift, learn trainer

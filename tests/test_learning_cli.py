@@ -97,7 +97,27 @@ def test_train_rejected_while_job_runs(settings: Settings, tmp_path: Path, capsy
     exit_code = main(["--config", str(config), "train"])
 
     assert exit_code == 2
-    assert f"job running-job holds the job lock of pipeline {pipeline_name(settings)}" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert f"job running-job holds the job lock of pipeline {pipeline_name(settings)} (it expires in at most 6" in error
+    assert "no trainer is running: start `driftloop learn trainer`" in error
+
+
+@pytest.mark.integration
+def test_train_wait_without_trainer_says_queued(settings: Settings, tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("DRIFTLOOP_CONFIG", "")
+    create_topics(settings, (JOBS, AUDIT))
+    write_tiny_artifact(tmp_path / "v1", ("billing", "bug"))
+    with ModelRegistry(settings) as registry:
+        registry.register(tmp_path / "v1")
+        registry.promote(1, "train command test")
+    config = write_config(settings, tmp_path / "config.yaml")
+
+    exit_code = main(["--config", str(config), "train", "--wait", "--timeout", "1"])
+
+    assert exit_code == 1
+    outcome = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    assert outcome["status"] == "queued"
+    assert outcome["reason"] == "not done after 1 s; no trainer is running: start `driftloop learn trainer` to run the job"
 
 
 @pytest.mark.integration
