@@ -56,8 +56,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
             "Feeds the detectors of the config's drift section with the champion's predictions and joined "
             "examples, and publishes each alarm to the drift topic. Alarms within the cooldown form one "
             "episode, and an episode publishes a training job once enough labelled examples have arrived and "
-            "the pipeline's job lock is free. Run one drift process per pipeline: a second one would count "
-            "every example twice. Detector state starts empty at each start."
+            "the pipeline's job lock is free. Run one drift process per pipeline: a second one would take some "
+            "of the partitions, so each one's detectors would see part of the stream. Detector state starts "
+            "empty at each start."
         ),
     )
     drift.set_defaults(handler=cmd_learn_drift)
@@ -76,8 +77,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     trainer.add_argument(
         "--min-examples-after-alarm",
         type=non_negative_int,
-        default=0,
-        help="labelled examples after a job's first drift alarm to wait for before training (default 0)",
+        default=500,
+        help=(
+            "labelled examples that arrived after a job's first drift alarm to wait for before training, so that "
+            "the candidate learns the new traffic (default 500; 0 trains at once on what has arrived)"
+        ),
     )
     trainer.add_argument(
         "--wait-timeout",
@@ -231,6 +235,11 @@ def cmd_learn_drift(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     log_summary(settings, "drift process")
     check_services(settings, (EXAMPLES, PREDICTIONS, DRIFT, JOBS))
+    if not settings.drift.enabled or not settings.drift.detectors:
+        logger.warning(
+            "drift detection is off (drift.enabled is false or drift.detectors is empty), so this process "
+            "publishes no drift event and starts no training job"
+        )
     process = DriftProcess(settings)
     install_stop_handlers(process.stop, settings.shutdown_timeout_s)
     process.run()
