@@ -50,15 +50,20 @@ def test_learn_needs_a_process() -> None:
         parser().parse_args(["learn"])
 
 
-@pytest.mark.integration
-def test_train_publishes_job(settings: Settings, tmp_path: Path, capsys, monkeypatch) -> None:
-    # load_settings exports the config path, and the monkeypatch removes it again after the test.
-    monkeypatch.setenv("DRIFTLOOP_CONFIG", "")
+def register_champion(settings: Settings, tmp_path: Path) -> None:
+    """Create the jobs and audit topics and register a tiny version 1 as champion."""
     create_topics(settings, (JOBS, AUDIT))
     write_tiny_artifact(tmp_path / "v1", ("billing", "bug"))
     with ModelRegistry(settings) as registry:
         registry.register(tmp_path / "v1")
         registry.promote(1, "train command test")
+
+
+@pytest.mark.integration
+def test_train_publishes_job(settings: Settings, tmp_path: Path, capsys, monkeypatch) -> None:
+    # An empty DRIFTLOOP_CONFIG keeps a config path set in the environment out of the test.
+    monkeypatch.setenv("DRIFTLOOP_CONFIG", "")
+    register_champion(settings, tmp_path)
     config = write_config(settings, tmp_path / "config.yaml")
     reader = TopicReader(settings, settings.topic(JOBS))
 
@@ -84,11 +89,7 @@ def test_train_publishes_job(settings: Settings, tmp_path: Path, capsys, monkeyp
 @pytest.mark.integration
 def test_train_rejected_while_job_runs(settings: Settings, tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.setenv("DRIFTLOOP_CONFIG", "")
-    create_topics(settings, (JOBS, AUDIT))
-    write_tiny_artifact(tmp_path / "v1", ("billing", "bug"))
-    with ModelRegistry(settings) as registry:
-        registry.register(tmp_path / "v1")
-        registry.promote(1, "train command test")
+    register_champion(settings, tmp_path)
     client = make_redis(settings)
     job_lock_for(settings, client).acquire(pipeline_name(settings), "running-job", ttl_s=600)
     client.close()
@@ -105,11 +106,7 @@ def test_train_rejected_while_job_runs(settings: Settings, tmp_path: Path, capsy
 @pytest.mark.integration
 def test_train_wait_without_trainer_says_queued(settings: Settings, tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.setenv("DRIFTLOOP_CONFIG", "")
-    create_topics(settings, (JOBS, AUDIT))
-    write_tiny_artifact(tmp_path / "v1", ("billing", "bug"))
-    with ModelRegistry(settings) as registry:
-        registry.register(tmp_path / "v1")
-        registry.promote(1, "train command test")
+    register_champion(settings, tmp_path)
     config = write_config(settings, tmp_path / "config.yaml")
 
     exit_code = main(["--config", str(config), "train", "--wait", "--timeout", "1"])
