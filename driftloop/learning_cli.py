@@ -233,8 +233,9 @@ def cmd_learn_drift(args: argparse.Namespace) -> int:
     from driftloop.streams.drift import DriftProcess
 
     settings = load_settings(args.config)
-    log_summary(settings, "drift process")
+    # Checked first, so that a missing service is the only line a user sees.
     check_services(settings, (EXAMPLES, PREDICTIONS, DRIFT, JOBS))
+    log_summary(settings, "drift process")
     if not settings.drift.enabled or not settings.drift.detectors:
         logger.warning(
             "drift detection is off (drift.enabled is false or drift.detectors is empty), so this process "
@@ -253,8 +254,9 @@ def cmd_learn_trainer(args: argparse.Namespace) -> int:
     from driftloop.workers.trainer import TrainerOptions, TrainerWorker, configure_trainer_process
 
     settings = load_settings(args.config)
-    log_summary(settings, "trainer")
+    # Checked first, so that a missing service is the only line a user sees.
     check_services(settings, (EXAMPLES, JOBS, AUDIT))
+    log_summary(settings, "trainer")
     options = TrainerOptions(
         min_examples_after_alarm=args.min_examples_after_alarm,
         wait_timeout_s=args.wait_timeout,

@@ -356,15 +356,15 @@ class DriftProcess:
         self._stats_logged_at = time.monotonic()
         counters = self.counters
         logger.info(
-            "drift process of pipeline %s: version %s, %d examples, %d predictions, %d stale, %d invalid, "
-            "%d drift events, %d jobs",
+            "drift process of pipeline %s monitors version %s; since start: %d examples, %d predictions, "
+            "%d stale, %d invalid, %d drift events, %d job(s)",
             self.pipeline, self.model_version, counters.examples, counters.predictions, counters.stale_records,
             counters.invalid_records, counters.drift_events, counters.jobs,
         )
 
     def _shutdown(self) -> None:
         logger.info(
-            "drift process of pipeline %s stopping: %d examples, %d predictions, %d drift events, %d jobs",
+            "drift process of pipeline %s stopping: %d examples, %d predictions, %d drift events, %d job(s)",
             self.pipeline, self.counters.examples, self.counters.predictions, self.counters.drift_events, self.counters.jobs,
         )
         remaining = self.producer.flush(DELIVERY_TIMEOUT_S)
