@@ -123,7 +123,9 @@ def test_gate_ignores_small_groups():
 
 
 def test_gate_limits_pass_at_equality():
-    settings = GateSettings(min_recent_gain=0.1, max_replay_loss=0.1, max_group_loss=0.1, min_group_examples=1)
+    settings = GateSettings(
+        min_recent_gain=0.1, max_replay_loss=0.1, max_group_loss=0.1, min_group_examples=1, min_recent_examples=10
+    )
     recent = grouped_slice({"a": (9, 8, 10)})
     replay = grouped_slice({"a": (7, 8, 10)})
 
@@ -170,3 +172,16 @@ def test_gate_slice_rejects_length_mismatch():
 def test_gate_slice_rejects_group_mismatch():
     with pytest.raises(pydantic.ValidationError, match="2 results but 1 group values"):
         GateSlice(candidate_correct=(True, True), champion_correct=(True, True), groups=("a",))
+
+
+def test_gate_rejects_too_few_recent_examples():
+    settings = GateSettings(min_recent_gain=0.0, min_recent_examples=50)
+    recent = GateSlice(candidate_correct=results(40, 40), champion_correct=results(20, 40))
+    replay = GateSlice(candidate_correct=(), champion_correct=())
+
+    decision = evaluate_gate(recent, replay, settings)
+
+    assert decision.promote is False
+    assert check(decision, "recent_gain").message.startswith(
+        "only 40 held-out recent examples, fewer than the 50 needed (gate.min_recent_examples)"
+    )

@@ -94,7 +94,7 @@ def loop_settings(settings: Settings) -> Settings:
     drift = settings.drift.model_copy(
         update={
             "trigger": TriggerSettings(min_labelled_examples=100),
-            "gate": GateSettings(min_group_examples=10),
+            "gate": GateSettings(min_group_examples=10, min_recent_examples=10),
         }
     )
     return settings.model_copy(update={"drift": drift, "device": "cpu", "torch_threads": 1})

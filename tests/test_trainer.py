@@ -87,7 +87,7 @@ def produce_examples(settings: Settings, examples: list[Example]) -> None:
 
 
 def with_gate(settings: Settings, **gate: float) -> Settings:
-    defaults = {"min_group_examples": 10}
+    defaults = {"min_group_examples": 10, "min_recent_examples": 5}
     drift = settings.drift.model_copy(update={"gate": GateSettings(**{**defaults, **gate})})
     return settings.model_copy(update={"drift": drift})
 

@@ -2,8 +2,8 @@
 
 The candidate is promoted only if all three checks pass:
 
-1. ``recent_gain``: on held-out recent examples, its accuracy is at least the
-   champion's plus ``min_recent_gain``.
+1. ``recent_gain``: on at least ``min_recent_examples`` held-out recent examples, its
+   accuracy is at least the champion's plus ``min_recent_gain``.
 2. ``replay_loss``: on held-out replayed (older) examples, its accuracy is at most
    ``max_replay_loss`` below the champion's. With no replayed examples, the check
    passes, and its message reports that it was skipped.
@@ -168,6 +168,15 @@ def _check_recent(figures: SliceFigures, settings: GateSettings) -> GateCheck:
     margin = settings.min_recent_gain
     if figures.gain is None:
         return GateCheck(name="recent_gain", passed=False, message="no held-out recent examples to compare on")
+    if figures.n < settings.min_recent_examples:
+        return GateCheck(
+            name="recent_gain",
+            passed=False,
+            message=(
+                f"only {figures.n} held-out recent examples, fewer than the {settings.min_recent_examples} needed "
+                "(gate.min_recent_examples); the next job has more labelled examples to compare on"
+            ),
+        )
     passed = figures.gain >= margin - _TOLERANCE
     return GateCheck(
         name="recent_gain",

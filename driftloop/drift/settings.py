@@ -271,6 +271,9 @@ class GateSettings(_Frozen):
     min_group_examples: int = Field(
         30, ge=1, description="Held-out examples a group needs before its accuracy is checked"
     )
+    min_recent_examples: int = Field(
+        50, ge=1, description="Held-out recent examples needed to compare at all; with fewer, the candidate is rejected"
+    )
     holdout_fraction: float = Field(
         0.2, gt=0, lt=1, description="Share of recent and of replayed examples held out from training for the gate"
     )
