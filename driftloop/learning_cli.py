@@ -57,8 +57,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
             "examples, and publishes each alarm to the drift topic. Alarms within the cooldown form one "
             "episode, and an episode publishes a training job once enough labelled examples have arrived and "
             "the pipeline's job lock is free. Run one drift process per pipeline: a second one would take some "
-            "of the partitions, so each one's detectors would see part of the stream. Detector state starts "
-            "empty at each start."
+            "of the partitions, so each one's detectors would see part of the stream. At start it feeds its "
+            "detectors the last 2,000 records of each topic again, without publishing their alarms."
         ),
     )
     drift.set_defaults(handler=cmd_learn_drift)

@@ -18,22 +18,29 @@ The monitored version is the registry's champion. It is read at start, every
 champion, the newest version seen in the records is monitored. Records of any other
 version are counted as stale and skipped, because the detectors describe one version.
 
-NOTE: the detectors' state lives in process memory and offsets are committed after
-each batch, so a restarted drift process starts its detectors afresh from the
-committed offsets. Run one instance per pipeline: members of one group split the
-partitions, and each would watch only part of the stream.
+The detectors' state lives in process memory, and offsets are committed after each
+batch. At start, :meth:`DriftProcess.warm_up` feeds the detectors the last
+``WARM_UP_RECORDS`` records of each topic before the committed offsets, without
+publishing their alarms, so that a restarted process does not take a drift that began
+before the restart as its baseline.
+
+NOTE: the trigger policy's counts and episodes are not restored, so after a restart a
+job needs ``min_labelled_examples`` new labelled examples. Run one instance per
+pipeline: members of one group split the partitions, and each would watch only part of
+the stream.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import redis
-from confluent_kafka import KafkaError, KafkaException, Message
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from driftloop.config import Settings
 from driftloop.drift.events import DriftEvent, TrainingJob
@@ -61,6 +68,9 @@ IDLE_UPDATE_S = 1.0
 BATCH_SIZE = 500
 POLL_TIMEOUT_S = 0.5
 DELIVERY_TIMEOUT_S = 10.0
+WARM_UP_RECORDS = 2000
+"""Records per topic that a starting drift process reads again from before its committed offsets."""
+WARM_UP_TIMEOUT_S = 60.0
 
 
 def split_detectors(settings: DriftSettings) -> tuple[DriftSettings, DriftSettings]:
@@ -186,7 +196,8 @@ class DriftProcess:
         self._stop.set()
 
     def run(self, max_batches: int | None = None) -> None:
-        """Consume until :meth:`stop` (or ``max_batches`` non-empty batches), then commit and close."""
+        """Warm up, then consume until :meth:`stop` (or ``max_batches`` non-empty batches), then commit and close."""
+        self.warm_up()
         self.consumer.subscribe([self.examples_topic, self.predictions_topic])
         logger.info(
             "drift process of pipeline %s reading %s and %s (group %s), monitoring version %s",
@@ -210,6 +221,76 @@ class DriftProcess:
     def model_version(self) -> int | None:
         """The monitored model version, or None before the first champion or record."""
         return self.monitor.model_version if self.monitor is not None else None
+
+    def warm_up(self, records_per_topic: int = WARM_UP_RECORDS, timeout_s: float = WARM_UP_TIMEOUT_S) -> int:
+        """Feed the detectors the records just before the group's committed offsets; return how many.
+
+        Only records of the monitored version count, alarms raised meanwhile are dropped,
+        and the trigger policy receives none of them. A group without committed offsets, as
+        on a first start, has nothing to read again.
+        """
+        if self.monitor is None or records_per_topic <= 0:
+            return 0
+        reader = Consumer(self.settings.kafka_client_config(**{"group.id": self.group_id, "enable.auto.commit": False}))
+        fed = 0
+        try:
+            ranges = self._warm_up_ranges(reader, records_per_topic)
+            if not ranges:
+                return 0
+            reader.assign([TopicPartition(topic, partition, start) for (topic, partition), (start, _) in ranges.items()])
+            pending = set(ranges)
+            deadline = time.monotonic() + timeout_s
+            while pending and time.monotonic() < deadline:
+                for message in reader.consume(BATCH_SIZE, timeout=POLL_TIMEOUT_S):
+                    key = (message.topic(), message.partition())
+                    if message.error() is None and key in pending and message.offset() < ranges[key][1]:
+                        fed += self._warm(message)
+                for position in reader.position([TopicPartition(topic, partition) for topic, partition in pending]):
+                    if position.offset >= ranges[(position.topic, position.partition)][1]:
+                        pending.discard((position.topic, position.partition))
+            if pending:
+                logger.warning("drift process warm-up stopped after %.0f s before the end of %s", timeout_s, sorted(pending))
+        except KafkaException as exc:
+            logger.warning("drift process warm-up failed after %d records, so its detectors start empty: %s", fed, exc)
+        finally:
+            reader.close()
+        logger.info(
+            "drift process of pipeline %s fed its detectors %d records of version %s from before its committed offsets",
+            self.pipeline, fed, self.model_version,
+        )
+        return fed
+
+    def _warm_up_ranges(self, reader: Consumer, records_per_topic: int) -> dict[tuple[str, int], tuple[int, int]]:
+        """Return (topic, partition) -> [start, committed) of the records to read again."""
+        ranges: dict[tuple[str, int], tuple[int, int]] = {}
+        for topic in (self.examples_topic, self.predictions_topic):
+            metadata = reader.list_topics(topic, timeout=10.0).topics.get(topic)
+            if metadata is None or metadata.error is not None or not metadata.partitions:
+                continue
+            per_partition = math.ceil(records_per_topic / len(metadata.partitions))
+            partitions = [TopicPartition(topic, partition) for partition in sorted(metadata.partitions)]
+            for committed in reader.committed(partitions, timeout=10.0):
+                if committed.offset <= 0:
+                    continue
+                low, _ = reader.get_watermark_offsets(committed, timeout=10.0, cached=False)
+                start = max(low, committed.offset - per_partition)
+                if start < committed.offset:
+                    ranges[(topic, committed.partition)] = (start, committed.offset)
+        return ranges
+
+    def _warm(self, message: Message) -> int:
+        model = Example if message.topic() == self.examples_topic else Prediction
+        try:
+            record = decode_event(model, message.value())
+        except EventError:
+            return 0  # logged when it was first read
+        if self.monitor is None or record.model_version != self.monitor.model_version:
+            return 0
+        if isinstance(record, Example):
+            self.monitor.on_example(record)
+        else:
+            self.monitor.on_prediction(record)
+        return 1
 
     # Steps of the loop.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
+import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,8 +18,9 @@ from driftloop.drift.synthetic import START_TIME, bernoulli_errors
 from driftloop.infra.clients import make_producer, make_redis
 from driftloop.infra.topics import AUDIT, DRIFT, EXAMPLES, JOBS, PREDICTIONS, create_topics
 from driftloop.registry.registry import ModelRegistry
-from driftloop.schemas.events import Example, Prediction, encode_event
 from driftloop.drift.redis_lock import job_lock_for, pipeline_name
+from driftloop.schemas.events import Example, Prediction, encode_event
+from driftloop.streams.drift import DriftProcess
 from driftloop.testing.models import write_tiny_artifact
 from driftloop.testing.services import stop_process, wait_until, write_config
 from driftloop.testing.topics import TopicReader
@@ -155,3 +157,53 @@ def test_accuracy_step_starts_one_job(settings: Settings, tmp_path: Path) -> Non
         assert job_lock_for(settings, client).holder(job.pipeline) == job.job_id
     finally:
         client.close()
+
+
+def run_until_committed(process: DriftProcess, settings: Settings, offset: int) -> None:
+    """Run ``process`` in a thread until its group committed ``offset`` on both topics, then stop it."""
+    thread = threading.Thread(target=process.run, name="drift-process")
+    thread.start()
+    try:
+        reached = wait_until(
+            lambda: committed_offset(settings, process.group_id, settings.topic(EXAMPLES)) >= offset
+            and committed_offset(settings, process.group_id, settings.topic(PREDICTIONS)) >= offset,
+            timeout=WAIT_LIMIT_S,
+            interval=0.5,
+        )
+    finally:
+        process.stop()
+        thread.join(30)
+    assert reached
+    assert not thread.is_alive()
+
+
+def test_restarted_process_keeps_drift_in_view(settings: Settings, tmp_path: Path) -> None:
+    # Both groups read the stream up to the change and stop; then the change arrives and
+    # each restarts. Only the group that warms up detects the step, because for the other
+    # the changed stream is all it knows.
+    settings = settings.model_copy(update={"partitions": 1})
+    create_topics(settings, (EXAMPLES, PREDICTIONS, DRIFT, JOBS, AUDIT))
+    write_tiny_artifact(tmp_path / "v1", LABELS)
+    with ModelRegistry(settings) as registry:
+        registry.register(tmp_path / "v1")
+        registry.promote(1, "drift restart test")
+    examples, predictions = step_stream(seed=5)
+    produce(settings, settings.topic(PREDICTIONS), predictions[:CHANGE_POSITION])
+    produce(settings, settings.topic(EXAMPLES), examples[:CHANGE_POSITION])
+    groups = {"warm": settings.topic("drift-warm"), "cold": settings.topic("drift-cold")}
+    for group in groups.values():
+        run_until_committed(DriftProcess(settings, group_id=group), settings, CHANGE_POSITION)
+
+    produce(settings, settings.topic(PREDICTIONS), predictions[CHANGE_POSITION:])
+    produce(settings, settings.topic(EXAMPLES), examples[CHANGE_POSITION:])
+    warm = DriftProcess(settings, group_id=groups["warm"])
+    cold = DriftProcess(settings, group_id=groups["cold"])
+    cold.warm_up = lambda *args, **kwargs: 0
+    run_until_committed(warm, settings, STREAM_LENGTH)
+    run_until_committed(cold, settings, STREAM_LENGTH)
+
+    # The warm process read the 1,000 examples before the change again.
+    assert warm.monitor.labelled.detector_counts()[0].n_updates == STREAM_LENGTH
+    assert cold.monitor.labelled.detector_counts()[0].n_updates == STREAM_LENGTH - CHANGE_POSITION
+    assert warm.counters.drift_events >= 1
+    assert cold.counters.drift_events == 0
