@@ -124,7 +124,7 @@ def publish_manual_job(settings: Settings, reason: str):
 
     Raises DriftloopError when there is no champion or another job holds the lock.
     """
-    from driftloop.drift.events import Episode, ExampleWindow, TrainingJob
+    from driftloop.drift.events import MANUAL_DETECTOR, Episode, ExampleWindow, TrainingJob
     from driftloop.infra.clients import make_producer, make_redis
     from driftloop.infra.topics import JOBS
     from driftloop.registry.heartbeat import read_trainer_status
@@ -162,7 +162,7 @@ def publish_manual_job(settings: Settings, reason: str):
                 first_time=MANUAL_EPISODE_START,
                 last_time=now,
                 n_alarms=1,
-                detectors=("manual",),
+                detectors=(MANUAL_DETECTOR,),
             ),
             examples=ExampleWindow(start=0, end=0),
             requested_at=now,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from driftloop.config import Settings
-from driftloop.drift.events import Episode, ExampleWindow, TrainingJob
+from driftloop.drift.events import MANUAL_DETECTOR, Episode, ExampleWindow, TrainingJob
 from driftloop.drift.settings import GateSettings, TrainingSettings
 from driftloop.infra.clients import make_producer, make_redis
 from driftloop.infra.topics import AUDIT, EXAMPLES, JOBS, create_topics
@@ -26,7 +27,7 @@ from driftloop.drift.redis_lock import job_lock_for, pipeline_name
 from driftloop.testing.models import write_tiny_artifact
 from driftloop.testing.topics import TopicReader
 from driftloop.training import FitOptions
-from driftloop.workers.trainer import TrainerWorker
+from driftloop.workers.trainer import TrainerOptions, TrainerWorker
 
 pytestmark = pytest.mark.integration
 
@@ -376,3 +377,32 @@ def test_reading_ends_under_steady_traffic(settings: Settings, tmp_path: Path) -
     with ModelRegistry(settings) as registry:
         recent = registry.get(outcome.version).data_window["recent_examples"]
     assert 200 <= recent < 3200
+
+
+def test_job_without_examples_of_its_version_skipped(settings: Settings, tmp_path: Path) -> None:
+    start_pipeline(settings, tmp_path, versions=2)
+    produce_examples(settings, make_examples(("billing", "bug"), 80, version=1, seed=8))
+    job = take_job(settings, 2)
+
+    outcome = run_job(settings, job)
+
+    assert outcome.status == "skipped"
+    assert outcome.reason.startswith(f"no labelled examples of version 2 on {settings.topic(EXAMPLES)} yet")
+    assert lock_holder(settings) is None
+    with ModelRegistry(settings) as registry:
+        assert [record.version for record in registry.list_versions()] == [1, 2]
+
+
+def test_manual_job_skips_alarm_wait(settings: Settings, tmp_path: Path, caplog) -> None:
+    settings = with_gate(settings, min_recent_gain=0.0)
+    start_pipeline(settings, tmp_path)
+    produce_examples(settings, make_examples(("billing", "bug"), 60, version=1, seed=9))
+    job = take_job(settings, 1)
+    job = job.model_copy(update={"episode": job.episode.model_copy(update={"detectors": (MANUAL_DETECTOR,)})})
+    options = TrainerOptions(min_examples_after_alarm=1000, wait_timeout_s=600)
+
+    with caplog.at_level(logging.INFO, logger="driftloop.workers.example_reader"):
+        outcome = run_job(settings, job, options=options)
+
+    assert outcome.status in ("promoted", "rejected")
+    assert "waits for" not in caplog.text

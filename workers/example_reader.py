@@ -184,9 +184,12 @@ def collect_examples(
             hand_over()
         if after_alarm() < needed:
             logger.warning(
-                "job %s: only %d of %d labelled examples after the first alarm arrived within %.0f s; training on them",
+                "job %s: %d of the %d labelled examples it waited for arrived after the first alarm within %.0f s; "
+                "the job goes on with them",
                 job.job_id, after_alarm(), needed, wait_timeout_s,
             )
+        elif needed:
+            logger.info("job %s: %d labelled examples arrived after the first alarm, %d needed", job.job_id, after_alarm(), needed)
         return reader.collected
     finally:
         reader.close()

@@ -344,14 +344,21 @@ class TrainerWorker:
             # trainer waits for more of them, and the fit and the gate reuse the embeddings.
             embeddings = TextEmbeddings(champion) if options.train_layers == 0 else None
             self._set_phase(Phase.COLLECTING, job.job_id)
+            # A job started by hand has no alarm to wait after.
             collected = collect_examples(
                 self.settings,
                 job,
-                min_examples_after_alarm=self.options.min_examples_after_alarm,
+                min_examples_after_alarm=0 if job.episode.started_by_hand else self.options.min_examples_after_alarm,
                 wait_timeout_s=self.options.wait_timeout_s,
                 stop=self._stop,
                 on_recent=self._embedder(job, embeddings),
             )
+            if not collected.recent:
+                reason = (
+                    f"no labelled examples of version {job.model_version} on {self.examples_topic} yet, so there is "
+                    "nothing to train on or to compare with; start the job again once feedback has arrived"
+                )
+                return JobOutcome(job.job_id, "skipped", reason)
             replay_items = collected.replay.items if collected.replay is not None else ()
             training_set = build_training_set(
                 collected.recent, replay_items, self.settings.drift.gate.holdout_fraction, seed=seed, key=lambda example: example.request_id
@@ -432,9 +439,9 @@ class TrainerWorker:
             shutil.rmtree(directory, ignore_errors=True)
 
         if not decision.promote:
-            failed = "; ".join(check.message for check in decision.checks if not check.passed)
-            registry.reject(record.version, f"training job {job.job_id} failed the gate: {failed}")
-            return JobOutcome(job.job_id, "rejected", decision.reason, record.version)
+            failed = "failed the gate: " + "; ".join(check.message for check in decision.checks if not check.passed)
+            registry.reject(record.version, f"training job {job.job_id} {failed}")
+            return JobOutcome(job.job_id, "rejected", failed, record.version)
         # The champion may have changed while the job ran, for example by a manual
         # promotion. The candidate was gated against the job's version only.
         current = registry.champion_version()
@@ -442,9 +449,9 @@ class TrainerWorker:
             reason = f"champion changed from version {job.model_version} to {current} while the job ran"
             registry.reject(record.version, f"training job {job.job_id}: {reason}")
             return JobOutcome(job.job_id, "rejected", reason, record.version)
-        checks = "; ".join(check.message for check in decision.checks)
-        registry.promote(record.version, f"training job {job.job_id} passed the gate: {checks}")
-        return JobOutcome(job.job_id, "promoted", decision.reason, record.version)
+        passed = "passed the gate: " + "; ".join(check.message for check in decision.checks)
+        registry.promote(record.version, f"training job {job.job_id} {passed}")
+        return JobOutcome(job.job_id, "promoted", passed, record.version)
 
     def _record_failure(self, registry: ModelRegistry, job: TrainingJob, champion: ModelVersion, reason: str) -> JobOutcome:
         """Record a failed job as a rejected version holding a copy of the champion's weights."""

@@ -24,6 +24,10 @@ class DriftEvent(_Model):
     time: AwareDatetime = Field(description="Event time of the example that raised the alarm")
 
 
+MANUAL_DETECTOR = "manual"
+"""The only entry of ``Episode.detectors`` in a job started by hand with ``driftloop train``."""
+
+
 class Episode(_Model):
     """Drift alarms grouped into one episode by the cooldown of the trigger policy."""
 
@@ -36,6 +40,11 @@ class Episode(_Model):
     detectors: tuple[str, ...] = Field(
         description="'detector on signal' of the alarms, each once, in order of first alarm"
     )
+
+    @property
+    def started_by_hand(self) -> bool:
+        """Whether the job was started with ``driftloop train`` rather than by drift alarms."""
+        return self.detectors == (MANUAL_DETECTOR,)
 
     def summary(self) -> str:
         """Describe the episode in one line for logs and job reasons."""
