@@ -214,7 +214,13 @@ def format_validation_error(exc: ValidationError) -> str:
     lines = ["invalid settings:"]
     for error in exc.errors():
         location = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        env_name = ENV_PREFIX + "__".join(str(part) for part in error["loc"]).upper()
+        # A list item has no variable of its own, so name the variable of the whole list (JSON).
+        names = []
+        for part in error["loc"]:
+            if isinstance(part, int):
+                break
+            names.append(str(part))
+        env_name = ENV_PREFIX + "__".join(names).upper()
         if error["type"] == "value_error":
             # driftloop's own checks name the wrong value in their message already.
             message = error["msg"].removeprefix("Value error, ")

@@ -126,7 +126,7 @@ def test_broken_settings_raise(drift, match):
 
 def test_load_settings_names_drift_setting(monkeypatch):
     monkeypatch.delenv("DRIFTLOOP_CONFIG", raising=False)
-    with pytest.raises(ConfigError, match=r"drift\.detectors\.0\.name \(DRIFTLOOP_DRIFT__DETECTORS__0__NAME\)"):
+    with pytest.raises(ConfigError, match=r"drift\.detectors\.0\.name \(DRIFTLOOP_DRIFT__DETECTORS\)"):
         load_settings(drift={"detectors": [{"name": "cusum", "signal": "error"}]})
 
 
