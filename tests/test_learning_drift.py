@@ -105,7 +105,8 @@ def committed_offset(settings: Settings, group_id: str, topic: str) -> int:
         consumer.close()
 
 
-def test_accuracy_step_starts_one_job(settings: Settings, tmp_path: Path) -> None:
+def start_pipeline(settings: Settings, tmp_path: Path) -> Settings:
+    """Create one-partition topics, register a tiny version 1 as champion, and return the settings."""
     # One partition per topic keeps the stream in order, so alarm positions are stream positions.
     settings = settings.model_copy(update={"partitions": 1})
     create_topics(settings, (EXAMPLES, PREDICTIONS, DRIFT, JOBS, AUDIT))
@@ -113,6 +114,11 @@ def test_accuracy_step_starts_one_job(settings: Settings, tmp_path: Path) -> Non
     with ModelRegistry(settings) as registry:
         registry.register(tmp_path / "v1")
         registry.promote(1, "drift test")
+    return settings
+
+
+def test_accuracy_step_starts_one_job(settings: Settings, tmp_path: Path) -> None:
+    settings = start_pipeline(settings, tmp_path)
     examples, predictions = step_stream(seed=3)
     config = write_config(settings, tmp_path / "config.yaml")
     process = spawn_learning(["learn", "drift"], config, tmp_path / "drift.log")
@@ -181,12 +187,7 @@ def test_restarted_process_keeps_drift_in_view(settings: Settings, tmp_path: Pat
     # Both groups read the stream up to the change and stop; then the change arrives and
     # each restarts. Only the group that warms up detects the step, because for the other
     # the changed stream is all it knows.
-    settings = settings.model_copy(update={"partitions": 1})
-    create_topics(settings, (EXAMPLES, PREDICTIONS, DRIFT, JOBS, AUDIT))
-    write_tiny_artifact(tmp_path / "v1", LABELS)
-    with ModelRegistry(settings) as registry:
-        registry.register(tmp_path / "v1")
-        registry.promote(1, "drift restart test")
+    settings = start_pipeline(settings, tmp_path)
     examples, predictions = step_stream(seed=5)
     produce(settings, settings.topic(PREDICTIONS), predictions[:CHANGE_POSITION])
     produce(settings, settings.topic(EXAMPLES), examples[:CHANGE_POSITION])
