@@ -237,15 +237,6 @@ def register_first_version(settings: Settings, eras: Eras, directory: Path) -> f
     return time.monotonic() - started
 
 
-def spawn_learning(args: list[str], config: Path, log: Path) -> subprocess.Popen:
-    with log.open("ab") as handle:
-        return subprocess.Popen(
-            [sys.executable, "-m", "driftloop.learning_cli", "--config", str(config), *args],
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-
 
 def start_processes(settings: Settings, run_dir: Path, args: argparse.Namespace) -> dict[str, subprocess.Popen]:
     config = write_config(settings, run_dir / "config.yaml")
@@ -257,8 +248,8 @@ def start_processes(settings: Settings, run_dir: Path, args: argparse.Namespace)
     return {
         "join": spawn_driftloop(["worker", "join"], config, run_dir / "join.log"),
         "worker": spawn_driftloop(["worker", "inference", "--worker-id", "bench-worker"], config, run_dir / "worker.log"),
-        "drift": spawn_learning(["learn", "drift"], config, run_dir / "drift.log"),
-        "trainer": spawn_learning(trainer_args, config, run_dir / "trainer.log"),
+        "drift": spawn_driftloop(["learn", "drift"], config, run_dir / "drift.log"),
+        "trainer": spawn_driftloop(trainer_args, config, run_dir / "trainer.log"),
     }
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import time
 import uuid
 from datetime import datetime, timezone
@@ -272,31 +271,3 @@ def cmd_learn_trainer(args: argparse.Namespace) -> int:
     worker.run(max_jobs=args.max_jobs)
     return 0
 
-
-# python -m driftloop.learning_cli
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m driftloop.learning_cli", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", metavar="FILE", help="YAML settings file (also DRIFTLOOP_CONFIG)")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    subparsers.required = True
-    add_commands(subparsers)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    try:
-        return int(args.handler(args) or 0)
-    except DriftloopError as exc:
-        print(f"driftloop: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

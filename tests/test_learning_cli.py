@@ -13,7 +13,8 @@ from driftloop.drift.events import TrainingJob
 from driftloop.infra.clients import make_redis
 from driftloop.infra.stack import free_port
 from driftloop.infra.topics import AUDIT, EXAMPLES, JOBS, create_topics
-from driftloop.learning_cli import add_commands, cmd_learn_drift, cmd_learn_trainer, cmd_train, main
+from driftloop.cli import main
+from driftloop.learning_cli import add_commands, cmd_learn_drift, cmd_learn_trainer, cmd_train
 from driftloop.registry.heartbeat import trainer_status_key
 from driftloop.registry.registry import ModelRegistry
 from driftloop.status import collect_status, describe_learning

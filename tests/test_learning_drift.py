@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -22,7 +20,7 @@ from driftloop.drift.redis_lock import job_lock_for, pipeline_name
 from driftloop.schemas.events import Example, Prediction, encode_event
 from driftloop.streams.drift import DriftProcess
 from driftloop.testing.models import write_tiny_artifact
-from driftloop.testing.services import stop_process, wait_until, write_config
+from driftloop.testing.services import spawn_driftloop, stop_process, wait_until, write_config
 from driftloop.testing.topics import TopicReader
 
 pytestmark = pytest.mark.integration
@@ -32,16 +30,6 @@ STREAM_LENGTH = 3000
 CHANGE_POSITION = 1000
 WAIT_LIMIT_S = 120.0
 
-
-def spawn_learning(args: list[str], config: Path, log: Path) -> subprocess.Popen:
-    """Start ``python -m driftloop.learning_cli --config CONFIG ARGS...`` with its output in ``log``."""
-    with log.open("ab") as handle:
-        return subprocess.Popen(
-            [sys.executable, "-m", "driftloop.learning_cli", "--config", str(config), *args],
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
 
 
 def step_stream(seed: int) -> tuple[list[Example], list[Prediction]]:
@@ -121,7 +109,7 @@ def test_accuracy_step_starts_one_job(settings: Settings, tmp_path: Path) -> Non
     settings = start_pipeline(settings, tmp_path)
     examples, predictions = step_stream(seed=3)
     config = write_config(settings, tmp_path / "config.yaml")
-    process = spawn_learning(["learn", "drift"], config, tmp_path / "drift.log")
+    process = spawn_driftloop(["learn", "drift"], config, tmp_path / "drift.log")
     jobs_reader = TopicReader(settings, settings.topic(JOBS))
     drift_reader = TopicReader(settings, settings.topic(DRIFT))
     try:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -39,16 +37,6 @@ AFTER_DRIFT = 400
 SEND_INTERVAL_S = 0.02
 WAIT_LIMIT_S = 240.0
 
-
-def spawn_learning(args: list[str], config: Path, log: Path) -> subprocess.Popen:
-    """Start ``python -m driftloop.learning_cli --config CONFIG ARGS...`` with its output in ``log``."""
-    with log.open("ab") as handle:
-        return subprocess.Popen(
-            [sys.executable, "-m", "driftloop.learning_cli", "--config", str(config), *args],
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
 
 
 def text_for(label: str, rng: random.Random) -> str:
@@ -108,8 +96,8 @@ def test_loop_promotes_and_serves_new_version(settings: Settings, tmp_path: Path
     processes = {
         "join": spawn_driftloop(["worker", "join"], config, tmp_path / "join.log"),
         "worker": spawn_driftloop(["worker", "inference", "--worker-id", "loop-worker"], config, tmp_path / "worker.log"),
-        "drift": spawn_learning(["learn", "drift"], config, tmp_path / "drift.log"),
-        "trainer": spawn_learning(
+        "drift": spawn_driftloop(["learn", "drift"], config, tmp_path / "drift.log"),
+        "trainer": spawn_driftloop(
             ["learn", "trainer", "--min-examples-after-alarm", "150", "--wait-timeout", "60", "--nice", "0"],
             config,
             tmp_path / "trainer.log",
