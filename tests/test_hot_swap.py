@@ -30,7 +30,6 @@ from driftloop.infra.topics import AUDIT, create_topics
 from driftloop.model import ARCHITECTURE, METADATA_FILE, WEIGHTS_FILE
 from driftloop.registry.registry import ModelRegistry
 from driftloop.registry.source import RegistryModelSource
-from driftloop.testing.models import write_tiny_artifact
 
 pytestmark = pytest.mark.integration
 
@@ -65,23 +64,6 @@ def poll_until_swapped(source: RegistryModelSource, version: int):
     model = wait_for(source.poll, f"poll() to return version {version}")
     assert model.version == version
     return model
-
-
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory) -> dict[int, Path]:
-    root = tmp_path_factory.mktemp("artifacts")
-    paths = {}
-    for seed in range(3):
-        paths[seed] = root / f"seed{seed}"
-        write_tiny_artifact(paths[seed], LABELS, seed=seed)
-    return paths
-
-
-@pytest.fixture
-def registry(settings: Settings):
-    create_topics(settings, (AUDIT,))
-    with ModelRegistry(settings) as registry:
-        yield registry
 
 
 @pytest.fixture

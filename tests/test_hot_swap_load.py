@@ -32,7 +32,7 @@ from redis.retry import Retry
 from driftloop.config import Settings
 from driftloop.infra.clients import make_redis
 from driftloop.infra.stack import free_port
-from driftloop.infra.topics import AUDIT, DEAD_LETTER, PREDICTIONS, REQUESTS, create_topics
+from driftloop.infra.topics import DEAD_LETTER, PREDICTIONS, REQUESTS, create_topics
 from driftloop.producer import EventProducer, now_ms
 from driftloop.registry import cli
 from driftloop.registry.guardrail import GuardrailOutcome, GuardrailPolicy, Verdict, run_guardrail_loop
@@ -42,7 +42,6 @@ from driftloop.registry.registry import ModelRegistry
 from driftloop.registry.source import RegistryModelSource
 from driftloop.schemas.events import InferenceRequest
 from driftloop.streams.metrics import MetricsAccumulator
-from driftloop.testing.models import write_tiny_artifact
 from driftloop.testing.services import spawn_driftloop, stop_process, write_config
 
 pytestmark = pytest.mark.integration
@@ -54,23 +53,6 @@ REQUESTS_PER_S = 20.0
 MAX_REQUESTS = 20_000
 # Upper bound for each wait; a test fails only if one is exceeded.
 WAIT_LIMIT_S = 120.0
-
-
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory) -> dict[int, Path]:
-    root = tmp_path_factory.mktemp("artifacts")
-    paths = {}
-    for seed in range(2):
-        paths[seed] = root / f"seed{seed}"
-        write_tiny_artifact(paths[seed], LABELS, seed=seed)
-    return paths
-
-
-@pytest.fixture
-def registry(settings: Settings):
-    create_topics(settings, (AUDIT,))
-    with ModelRegistry(settings) as registry:
-        yield registry
 
 
 @pytest.fixture

@@ -31,7 +31,6 @@ from driftloop.registry.guardrail import GuardrailPolicy, OnlineAccuracy, Verdic
 from driftloop.registry.heartbeat import WorkerHeartbeat, read_workers
 from driftloop.registry.records import Status
 from driftloop.registry.registry import ModelRegistry
-from driftloop.testing.models import write_tiny_artifact
 
 pytestmark = pytest.mark.integration
 
@@ -58,27 +57,10 @@ class FailingPublisher:
         pass
 
 
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory) -> dict[int, Path]:
-    """Three tiny artifacts with the same labels and different weights, by seed."""
-    root = tmp_path_factory.mktemp("artifacts")
-    paths = {}
-    for seed in range(3):
-        paths[seed] = root / f"seed{seed}"
-        write_tiny_artifact(paths[seed], LABELS, seed=seed)
-    return paths
-
-
 @pytest.fixture
 def audit_settings(settings: Settings) -> Settings:
     create_topics(settings, (AUDIT,))
     return settings
-
-
-@pytest.fixture
-def registry(audit_settings: Settings):
-    with ModelRegistry(audit_settings) as registry:
-        yield registry
 
 
 @pytest.fixture
