@@ -542,7 +542,7 @@ def offline_figures(
     options = FitOptions(max_length=settings.max_length)
     embeddings = embed_texts(version_1.classifier, version_1.tokenizer, texts, options, torch.device("cpu"))
     embed_s = time.monotonic() - started
-    n_boot, n_stream, n_test = len(eras.bootstrap), len(eras.stream), len(era1_test)
+    n_boot, n_stream = len(eras.bootstrap), len(eras.stream)
     boot_emb = embeddings[:n_boot]
     stream_emb = embeddings[n_boot : n_boot + n_stream]
     test_emb = embeddings[n_boot + n_stream :]

@@ -232,7 +232,7 @@ def cmd_learn_drift(args: argparse.Namespace) -> int:
     from driftloop.streams.drift import DriftProcess
 
     settings = load_settings(args.config)
-    # Checked first, so that a missing service is the only line a user sees.
+    # Checked before the settings are logged, so that a missing service prints a single line.
     check_services(settings, (EXAMPLES, PREDICTIONS, DRIFT, JOBS))
     log_summary(settings, "drift process")
     if not settings.drift.enabled or not settings.drift.detectors:
@@ -253,7 +253,7 @@ def cmd_learn_trainer(args: argparse.Namespace) -> int:
     from driftloop.workers.trainer import TrainerOptions, TrainerWorker, configure_trainer_process
 
     settings = load_settings(args.config)
-    # Checked first, so that a missing service is the only line a user sees.
+    # Checked before the settings are logged, so that a missing service prints a single line.
     check_services(settings, (EXAMPLES, JOBS, AUDIT))
     log_summary(settings, "trainer")
     options = TrainerOptions(

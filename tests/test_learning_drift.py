@@ -172,9 +172,9 @@ def run_until_committed(process: DriftProcess, settings: Settings, offset: int) 
 
 
 def test_restarted_process_keeps_drift_in_view(settings: Settings, tmp_path: Path) -> None:
-    # Both groups read the stream up to the change and stop; then the change arrives and
-    # each restarts. Only the group that warms up detects the step, because for the other
-    # the changed stream is all it knows.
+    # Both groups read the stream up to the change and stop. Then the change arrives and
+    # each restarts. Only the group that warms up detects the step, because the other one
+    # has read nothing from before the change.
     settings = start_pipeline(settings, tmp_path)
     examples, predictions = step_stream(seed=5)
     produce(settings, settings.topic(PREDICTIONS), predictions[:CHANGE_POSITION])

@@ -129,11 +129,11 @@ def _split_by_key(
     examples: Sequence[T], holdout_fraction: float, seed: int, key: Callable[[T], Hashable]
 ) -> tuple[list[T], list[T]]:
     scores = [_unit_hash(seed, key(example)) for example in examples]
-    held = {index for index, score in enumerate(scores) if score < holdout_fraction}
-    if not held and scores:
-        held = {min(range(len(scores)), key=scores.__getitem__)}
-    train = [example for index, example in enumerate(examples) if index not in held]
-    holdout = [example for index, example in enumerate(examples) if index in held]
+    holdout_indices = {index for index, score in enumerate(scores) if score < holdout_fraction}
+    if not holdout_indices and scores:
+        holdout_indices = {min(range(len(scores)), key=scores.__getitem__)}
+    train = [example for index, example in enumerate(examples) if index not in holdout_indices]
+    holdout = [example for index, example in enumerate(examples) if index in holdout_indices]
     return train, holdout
 
 
